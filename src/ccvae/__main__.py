@@ -1,0 +1,3 @@
+from ccvae.cli import main
+
+raise SystemExit(main())
