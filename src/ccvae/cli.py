@@ -34,6 +34,64 @@ def _data_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_config(args: argparse.Namespace):
+    from ccvae.config import build_config
+
+    overrides = list(args.set or [])
+    for flag, key in (("epochs", "train.epochs"), ("max_steps", "train.max_steps"), ("seed", "train.seed")):
+        if getattr(args, flag, None) is not None:
+            overrides.append(f"{key}={getattr(args, flag)}")
+    return build_config(args.preset, args.config, overrides)
+
+
+def _default_run_dir(preset: str) -> Path:
+    import time
+
+    return Path("runs") / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ccvae.data.paths import resolve_data_path
+    from ccvae.train import train
+
+    if args.resume:
+        if not args.out:
+            raise UserError("--resume needs --out RUN_DIR (the run to continue)")
+        changed = [f for f in ("config", "set", "seed") if getattr(args, f)] + (
+            ["preset"] if args.preset != "paper" else [])
+        if changed:
+            raise UserError(f"--resume continues a run with its own config; drop --{changed[0].replace('_', '-')} "
+                            "(only --epochs and --max-steps may change)")
+        cfg = None
+        overrides = {k: v for k, v in (("epochs", args.epochs), ("max_steps", args.max_steps)) if v is not None}
+    else:
+        cfg, overrides = _train_config(args), None
+    data = resolve_data_path(args.data)
+    run_dir = Path(args.out) if args.out else _default_run_dir(args.preset)
+    result = train(cfg, data, run_dir, args.device, resume=args.resume, quiet=args.quiet,
+                   resume_overrides=overrides)
+    if result.interrupted:
+        print(f"interrupted at step {result.step}; resume with: ccvae train --out {run_dir} --resume", file=sys.stderr)
+        return 130
+    print(run_dir)
+    return 0
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="packed .npz (default: $CCVAE_DATA, then $CCVAE_HOME/sprites60.npz)")
+    p.add_argument("--preset", default="paper", choices=("paper", "quick", "smoke"),
+                   help="paper: the reference run; quick: ~30 min on a 2-core CPU; smoke: seconds")
+    p.add_argument("--config", help="TOML file with [model] and [train] tables, applied over the preset")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set train.lr=5e-4 --set model.norm=batch")
+    p.add_argument("--out", help="run folder (default: runs/<preset>-<time>)")
+    p.add_argument("--epochs", type=int, help="= --set train.epochs=N")
+    p.add_argument("--max-steps", type=int, help="= --set train.max_steps=N (0: no cap)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--seed", type=int, help="= --set train.seed=N")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ccvae", description="Cycle-consistent VAE on 2D Sprites (Jha et al., ECCV 2018).")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -51,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     info = dsub.add_parser("info", help="summarise a packed file")
     info.add_argument("--data", help="packed .npz (default: $CCVAE_DATA, then $CCVAE_HOME/sprites60.npz)")
     info.set_defaults(func=_data_info)
+    tr = sub.add_parser("train", help="train the cycle-consistent VAE")
+    _add_train_args(tr)
+    tr.add_argument("--resume", action="store_true", help="continue RUN_DIR from checkpoints/last.pt")
+    tr.set_defaults(func=_train)
     return p
 
 
@@ -59,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as e:
+        from ccvae.train import TrainingDiverged
+
+        if isinstance(e, TrainingDiverged):
+            print(f"ccvae: training diverged: {e}", file=sys.stderr)
+            return 3
         print(f"ccvae: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

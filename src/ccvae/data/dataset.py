@@ -100,11 +100,11 @@ class SpritesDataset:
 
     # -- access -------------------------------------------------------------------------
     def gather(self, character: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
-        """Float images in [0, 1] of (row, pose) pairs: (B, 3, 60, 60), channels-last in memory."""
+        """Float images in [0, 1] of (row, pose) pairs: (B, 3, 60, 60), contiguous."""
         x = self.images[character, pose]  # (B, 60, 60, 3) uint8
-        # permute is a view: the result is NCHW in shape but NHWC in memory (channels_last),
-        # which is what the CPU convolutions prefer; the division makes the one float copy.
-        return x.permute(0, 3, 1, 2).float().div_(255.0)
+        # One fused copy: uint8 NHWC -> float NCHW; then scale in place.
+        out = torch.empty(x.shape[0], 3, *x.shape[1:3], device=x.device)
+        return out.copy_(x.permute(0, 3, 1, 2)).div_(255.0)
 
     def flat_order(self, split: str, generator: torch.Generator) -> torch.Tensor:
         """A random order of every (character, pose) of a split, as flat indices row * P + pose."""

@@ -1,0 +1,84 @@
+"""Checkpoints (atomic write, ``weights_only=True`` load) and ``load_run`` for analysis."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ccvae import __version__
+from ccvae.config import Config
+from ccvae.errors import UserError
+from ccvae.fileio import atomic_path
+from ccvae.model import CCVAE
+
+FORMAT = "ccvae-checkpoint-v1"
+REQUIRED = ("format", "config", "model", "step")
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Write ``state`` (tensors, dicts, lists, numbers, strings only) atomically."""
+    state = {"format": FORMAT, "ccvae_version": __version__, **state}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; a truncated or foreign file is a ``UserError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: truncated or unreadable checkpoint ({first[:200]})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT or any(k not in state for k in REQUIRED):
+        raise UserError(f"{path}: not a ccvae checkpoint")
+    return state
+
+
+def model_from_checkpoint(state: dict[str, Any], path: str | Path, config: Config | None = None) -> tuple[CCVAE, Config]:
+    """Build the model of ``config`` (default: the checkpoint's own) and load the weights into it."""
+    ckpt_cfg = Config.from_dict(state["config"], f"{path} (config)")
+    cfg = config or ckpt_cfg
+    if config is not None and config.model != ckpt_cfg.model:
+        raise UserError(f"{path}: the checkpoint's model config does not match the run's config.json")
+    model = CCVAE(cfg.model)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise UserError(f"{path}: weights do not match the model config ({first[:200]})") from None
+    return model, cfg
+
+
+def read_run_config(run_dir: str | Path) -> Config:
+    """The resolved config stored in ``RUN_DIR/config.json``."""
+    path = Path(run_dir) / "config.json"
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; is {run_dir} a ccvae run folder?") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: invalid JSON ({e})") from None
+    return Config.from_dict({k: d[k] for k in ("model", "train") if k in d}, str(path))
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "last.pt") -> tuple[CCVAE, Config]:
+    """Load a trained run for analysis: ``(model in eval mode on CPU, config)``.
+
+    ``model.encode(x) -> (z_mu, z_logvar, s)`` and ``model.decode(z, s) -> x``.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / "checkpoints" / checkpoint
+    if not path.is_file():
+        raise UserError(f"{run_dir}: no checkpoint at checkpoints/{checkpoint}; train the run first")
+    state = load_checkpoint(path)
+    config = read_run_config(run_dir) if (run_dir / "config.json").is_file() else None
+    model, cfg = model_from_checkpoint(state, path, config)
+    return model.eval(), cfg

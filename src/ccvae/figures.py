@@ -1,0 +1,77 @@
+"""Figures drawn from the files of a run folder (so they can be redrawn without retraining).
+
+Image grids are PNGs with nearest-neighbour upscaling and a thin grid line between tiles.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures are files
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from ccvae.fileio import atomic_path  # noqa: E402
+
+
+def _save_fig(fig, path: Path) -> None:
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def plot_losses(metrics_csv: Path, out: Path) -> Path:
+    """The three training losses and the learning rate against step (log scale), from metrics.csv."""
+    with open(metrics_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+    if rows:
+        step = np.array([float(r["step"]) for r in rows])
+        for ax, key, title in zip(axes, ("reconstruction", "kl", "reverse_cycle", "lr"),
+                                  ("reconstruction (MSE x1' + MSE x2')", "KL (per pixel)", "reverse cycle (L1)",
+                                   "learning rate"), strict=True):
+            y = np.array([float(r[key]) for r in rows])
+            ax.plot(step, y, lw=1.2)
+            if np.all(y > 0):
+                ax.set_yscale("log")
+            ax.set_title(title, fontsize=10)
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save_fig(fig, out)
+    return out
+
+
+def tile_grid(tiles: torch.Tensor | np.ndarray, scale: int = 1, line: int = 1, line_value: int = 128) -> np.ndarray:
+    """(R, C, 3, H, W) float in [0, 1] -> one uint8 RGB image with ``line`` px separators.
+
+    Each tile is upscaled ``scale`` times by pixel repetition (nearest neighbour).
+    """
+    t = torch.as_tensor(tiles).detach().float().cpu().clamp(0, 1)
+    R, C, _, H, W = t.shape
+    img = (t * 255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).numpy()  # (R, C, H, W, 3)
+    if scale > 1:
+        img = img.repeat(scale, axis=2).repeat(scale, axis=3)
+    h, w = H * scale, W * scale
+    out = np.full((R * h + (R - 1) * line, C * w + (C - 1) * line, 3), line_value, dtype=np.uint8)
+    for r in range(R):
+        for c in range(C):
+            y, x = r * (h + line), c * (w + line)
+            out[y:y + h, x:x + w] = img[r, c]
+    return out
+
+
+def tile_origin(r: int, c: int, tile: int, line: int = 1) -> tuple[int, int]:
+    """Top-left pixel (y, x) of tile (r, c) in a ``tile_grid`` image of square tiles of ``tile`` px."""
+    return r * (tile + line), c * (tile + line)
+
+
+def save_png(array: np.ndarray, path: Path) -> Path:
+    with atomic_path(path, suffix=".png") as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
+    return path

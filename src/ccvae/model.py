@@ -1,0 +1,166 @@
+"""The cycle-consistent VAE (Jha et al., ECCV 2018): encoder -> (z_mu, z_logvar, s), decoder (z, s) -> x.
+
+Pure: tensors in, tensors out. No files, no device choice. The Sprites network of the paper
+was never published; the default (``ModelConfig()``) is the small network of the public
+re-implementation whose run we compare against, so our numbers line up with it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+NORMS = ("instance", "batch", "none")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture. The defaults are the reference run's network (2,799,139 parameters)."""
+
+    image_size: int = 60
+    style_dim: int = 512  # z: the unspecified factor (pose), Gaussian
+    class_dim: int = 512  # s: the specified factor (identity), deterministic
+    enc_channels: tuple[int, ...] = (16, 32, 64, 128)
+    enc_kernel: int = 5
+    enc_stride: int = 2
+    enc_padding: int = 1
+    dec_hidden: int = 512  # width of the decoder's first linear layer
+    dec_channels: tuple[int, ...] = (256, 128, 64, 32)  # first entry: the channels of the seed map
+    dec_kernel: int = 4
+    norm: str = "instance"
+    leak: float = 0.2  # negative slope of the decoder's LeakyReLU
+
+    def __post_init__(self) -> None:
+        self.enc_channels = tuple(self.enc_channels)
+        self.dec_channels = tuple(self.dec_channels)
+
+    def encoder_sizes(self) -> list[int]:
+        """Spatial size before each encoder conv and after the last: [60, 29, 14, 6, 2] by default."""
+        sizes = [self.image_size]
+        for _ in self.enc_channels:
+            sizes.append((sizes[-1] + 2 * self.enc_padding - self.enc_kernel) // self.enc_stride + 1)
+        return sizes
+
+    def validate(self) -> list[str]:
+        """Problems with the config, as messages naming the field (empty when fine)."""
+        errs = []
+        for name in ("image_size", "style_dim", "class_dim", "dec_hidden", "enc_kernel", "enc_stride", "dec_kernel"):
+            if getattr(self, name) < 1:
+                errs.append(f"model.{name} must be >= 1")
+        if self.enc_padding < 0:
+            errs.append("model.enc_padding must be >= 0")
+        if not self.enc_channels or any(c < 1 for c in self.enc_channels):
+            errs.append("model.enc_channels must be a non-empty list of positive ints")
+        if not self.dec_channels or any(c < 1 for c in self.dec_channels):
+            errs.append("model.dec_channels must be a non-empty list of positive ints")
+        if len(self.dec_channels) != len(self.enc_channels):
+            errs.append("model.dec_channels must have as many entries as model.enc_channels (the decoder mirrors it)")
+        if self.norm not in NORMS:
+            errs.append(f"model.norm must be one of {', '.join(NORMS)}")
+        if not errs and min(self.encoder_sizes()) < 1:
+            errs.append(f"model: the encoder shrinks a {self.image_size}px image below 1 px; use fewer or smaller-stride convs")
+        return errs
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "instance":
+        # GroupNorm with one channel per group is instance norm with a per-channel affine; unlike
+        # nn.InstanceNorm2d it has a native channels-last CPU kernel (no reshape copies).
+        return nn.GroupNorm(channels, channels)
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    return nn.Identity()
+
+
+class Encoder(nn.Module):
+    """x (B, 3, H, W) in [0, 1] -> z_mu, z_logvar (B, style_dim), s (B, class_dim)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        layers, c_in = [], 3
+        for c in cfg.enc_channels:
+            layers += [nn.Conv2d(c_in, c, cfg.enc_kernel, cfg.enc_stride, cfg.enc_padding), _norm(cfg.norm, c), nn.ReLU()]
+            c_in = c
+        self.convs = nn.Sequential(*layers)
+        flat = c_in * cfg.encoder_sizes()[-1] ** 2
+        self.z_mu = nn.Linear(flat, cfg.style_dim)
+        self.z_logvar = nn.Linear(flat, cfg.style_dim)
+        self.s = nn.Linear(flat, cfg.class_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h = self.convs(x)  # (B, 128, 2, 2) by default
+        h = h.flatten(1)  # (B, 512)
+        return self.z_mu(h), self.z_logvar(h), self.s(h)  # (B, style_dim) x2, (B, class_dim)
+
+
+class Decoder(nn.Module):
+    """(z (B, style_dim), s (B, class_dim)) -> x (B, 3, H, W) in [0, 1]; mirrors the encoder."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        sizes = cfg.encoder_sizes()  # decoder walks these backwards: 2 -> 6 -> 14 -> 29 -> 60
+        self.seed_shape = (cfg.dec_channels[0], sizes[-1], sizes[-1])
+        self.fc = nn.Sequential(
+            nn.Linear(cfg.style_dim + cfg.class_dim, cfg.dec_hidden),
+            nn.LeakyReLU(cfg.leak),
+            nn.Linear(cfg.dec_hidden, math.prod(self.seed_shape)),
+            nn.LeakyReLU(cfg.leak),
+        )
+        layers = []
+        outs = (*cfg.dec_channels[1:], 3)
+        for i, (c_in, c_out) in enumerate(zip(cfg.dec_channels, outs, strict=True)):
+            size_in, size_out = sizes[-1 - i], sizes[-2 - i]
+            # Pick padding / output_padding so the output is exactly the encoder's size at this depth.
+            base = (size_in - 1) * 2 + cfg.dec_kernel
+            pad = max(0, math.ceil((base - size_out) / 2))
+            out_pad = size_out - (base - 2 * pad)
+            if not 0 <= out_pad < 2:
+                raise ValueError(f"decoder cannot map {size_in}px to {size_out}px with kernel {cfg.dec_kernel}")
+            layers.append(nn.ConvTranspose2d(c_in, c_out, cfg.dec_kernel, 2, pad, output_padding=out_pad))
+            if i < len(outs) - 1:
+                layers += [_norm(cfg.norm, c_out), nn.LeakyReLU(cfg.leak)]
+        self.deconvs = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        h = self.fc(torch.cat([z, s], dim=1))  # (B, 1024)
+        h = h.view(-1, *self.seed_shape)  # (B, 256, 2, 2)
+        return torch.sigmoid(self.deconvs(h))  # (B, 3, 60, 60)
+
+
+class CCVAE(nn.Module):
+    """Encoder and decoder of the cycle-consistent VAE."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        errs = cfg.validate()
+        if errs:
+            raise ValueError("; ".join(errs))
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, 3, 60, 60) -> z_mu (B, style_dim), z_logvar (B, style_dim), s (B, class_dim)."""
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """(z, s) -> x (B, 3, 60, 60) in [0, 1]."""
+        return self.decoder(z, s)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Deterministic reconstruction: decode(z_mu, s)."""
+        mu, _, s = self.encode(x)
+        return self.decode(mu, s)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """z = mu + sigma * eps (Kingma & Welling 2014), with ``eps`` ~ N(0, I) drawn by the caller."""
+    return mu + eps * torch.exp(0.5 * logvar)
+
+

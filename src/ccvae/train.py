@@ -1,0 +1,407 @@
+"""``ccvae train``: the training loop, the run folder, checkpoints and resume.
+
+A run folder holds ``config.json``, ``log.txt``, ``metrics.csv``, ``losses.png``, TensorBoard
+events (when tensorboard is installed) and ``checkpoints/{last,epoch_N}.pt``. Only rank 0
+writes. Every random draw comes from generators whose states are checkpointed, so a resumed
+run ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ccvae import __version__
+from ccvae.checkpoint import load_checkpoint, model_from_checkpoint, read_run_config, save_checkpoint
+from ccvae.config import Config
+from ccvae.cycle import CycleLosses
+from ccvae.data.dataset import SpritesDataset
+from ccvae.errors import UserError
+from ccvae.fileio import atomic_path, write_json
+from ccvae.hardware import DistInfo, autocast, init_distributed, resolve_precision, seed_everything
+from ccvae.model import CCVAE
+
+METRIC_FIELDS = ("epoch", "step", "images", "wall_s", "reconstruction", "kl", "reverse_cycle", "lr", "images_per_s")
+TERMS = ("reconstruction", "kl", "reverse_cycle")
+
+
+class TrainingDiverged(UserError):
+    """A loss term became NaN or Inf; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    wall_s: float
+    interrupted: bool = False
+
+
+def make_optimizers(model: CCVAE, cfg: Config, fast: bool):
+    """Adam over encoder+decoder (forward cycle) and Adam over the encoder only (reverse cycle)."""
+    t = cfg.train
+    kw = dict(lr=t.lr, betas=(t.beta1, t.beta2))
+    # fused Adam is one kernel per step on CPU and CUDA; the plain form is the per-parameter loop.
+    impl = {"fused": True} if fast else {"foreach": False}
+    opt_fwd = torch.optim.Adam(model.parameters(), **kw, **impl)
+    opt_rev = torch.optim.Adam(model.encoder.parameters(), **kw, **impl)
+    sched = [torch.optim.lr_scheduler.StepLR(o, step_size=t.lr_decay_epochs, gamma=t.lr_decay_factor)
+             for o in (opt_fwd, opt_rev)]
+    return opt_fwd, opt_rev, sched
+
+
+def _gen_state(g: torch.Generator) -> torch.Tensor:
+    return g.get_state().clone()
+
+
+class Trainer:
+    """Holds the model, optimisers, generators and the run folder; ``run()`` trains."""
+
+    def __init__(self, cfg: Config, data: SpritesDataset, run_dir: Path, device: torch.device,
+                 dist: DistInfo | None = None, quiet: bool = False, fast: bool = True) -> None:
+        self.cfg, self.data, self.run_dir, self.device = cfg, data, Path(run_dir), device
+        self.dist = dist or DistInfo()
+        self.quiet = quiet
+        t = cfg.train
+        if t.batch_size % self.dist.world_size:
+            raise UserError(f"train.batch_size {t.batch_size} is not divisible by the {self.dist.world_size} processes")
+        self.local_batch = t.batch_size // self.dist.world_size
+        self.precision = resolve_precision(t.precision, device)
+        self.steps_per_epoch = data.n_images("train") // t.batch_size
+        if self.steps_per_epoch < 1:
+            raise UserError(f"{data.source}: the train split has {data.n_images('train')} images, fewer than one batch of {t.batch_size}")
+        total = t.epochs * self.steps_per_epoch
+        self.total_steps = min(total, t.max_steps) if t.max_steps else total
+
+        seed_everything(t.seed + self.dist.rank)
+        self.model = CCVAE(cfg.model).to(device)
+        self.losses = CycleLosses(self.model, t, fast=fast)
+        self.step_module: nn.Module = self.losses
+        if self.dist.enabled:
+            # Unused in the reverse step: the decoder (no graph) and the logvar and s heads.
+            self.step_module = nn.parallel.DistributedDataParallel(
+                self.losses, find_unused_parameters=True,
+                device_ids=[device.index] if device.type == "cuda" else None)
+        self.opt_fwd, self.opt_rev, self.scheds = make_optimizers(self.model, cfg, fast)
+        # Per-rank streams for sampling and noise; the epoch order is shared (seeded per epoch).
+        self.g_data = torch.Generator(device=device).manual_seed(t.seed * 7919 + self.dist.rank)
+        self.g_noise = torch.Generator(device=device).manual_seed(t.seed * 7919 + 104729 + self.dist.rank)
+        self.step = 0
+        self.wall_s = 0.0
+        self._stop = False
+
+    # -- state -----------------------------------------------------------------------
+    def state(self) -> dict:
+        rng = {"data": _gen_state(self.g_data), "noise": _gen_state(self.g_noise), "torch": torch.get_rng_state()}
+        rngs = [rng]
+        if self.dist.enabled:
+            import torch.distributed as dist
+            rngs = [None] * self.dist.world_size
+            dist.all_gather_object(rngs, {k: v.cpu() for k, v in rng.items()})
+        return {
+            "config": self.cfg.to_dict(),
+            "model": self.model.state_dict(),
+            "opt_fwd": self.opt_fwd.state_dict(),
+            "opt_rev": self.opt_rev.state_dict(),
+            "sched": [s.state_dict() for s in self.scheds],
+            "step": self.step,
+            "wall_s": self.wall_s,
+            "world_size": self.dist.world_size,
+            "rng": rngs,
+        }
+
+    def load_state(self, state: dict, path: Path) -> None:
+        model, _ = model_from_checkpoint(state, path, self.cfg)
+        self.model.load_state_dict(model.state_dict())
+        try:
+            self.opt_fwd.load_state_dict(state["opt_fwd"])
+            self.opt_rev.load_state_dict(state["opt_rev"])
+            for s, sd in zip(self.scheds, state["sched"], strict=True):
+                s.load_state_dict(sd)
+            if state["world_size"] != self.dist.world_size:
+                raise UserError(f"{path}: saved by {state['world_size']} process(es); resume with the same number "
+                                f"(now {self.dist.world_size})")
+            rng = state["rng"][self.dist.rank]
+            self.g_data.set_state(rng["data"].to(self.g_data.get_state().device))
+            self.g_noise.set_state(rng["noise"].to(self.g_noise.get_state().device))
+            torch.set_rng_state(rng["torch"])
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
+            raise UserError(f"{path}: checkpoint does not fit this run ({type(e).__name__}: {e})") from None
+        self.step = int(state["step"])
+        self.wall_s = float(state["wall_s"])
+
+    def save(self, epoch_copy: int | None = None) -> None:
+        state = self.state()  # collective under DDP: every rank takes part
+        if not self.dist.is_main:
+            return
+        ckpt = self.run_dir / "checkpoints"
+        save_checkpoint(ckpt / "last.pt", state)
+        if epoch_copy is not None:
+            with atomic_path(ckpt / f"epoch_{epoch_copy}.pt") as tmp:
+                shutil.copyfile(ckpt / "last.pt", tmp)
+
+    # -- one step ----------------------------------------------------------------------
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator(device=self.device).manual_seed(self.cfg.train.seed * 1_000_003 + epoch)
+        return self.data.flat_order("train", g)
+
+    def train_step(self, flat: torch.Tensor) -> torch.Tensor:
+        """Both cycles on one batch; returns (reconstruction, kl, reverse_cycle) as a (3,) tensor."""
+        t, d = self.cfg.train, self.cfg.model
+        pairs = self.data.pairs_from_flat(flat, self.g_data)
+        b = pairs.x1.shape[0]
+        eps = torch.randn(2 * b, d.style_dim, generator=self.g_noise, device=self.device)
+        self.opt_fwd.zero_grad(set_to_none=True)
+        with autocast(self.device, self.precision):
+            loss, recon, kl = self.step_module("forward", pairs.x1, pairs.x2, eps)
+        loss.backward()
+        self.opt_fwd.step()
+
+        xa = self.data.sample(b, self.g_data).x
+        xb = self.data.sample(b, self.g_data).x
+        z = torch.randn(b, d.style_dim, generator=self.g_noise, device=self.device)
+        self.opt_rev.zero_grad(set_to_none=True)
+        with autocast(self.device, self.precision):
+            rev = self.step_module("reverse", xa, xb, z)
+        rev.backward()
+        self.opt_rev.step()
+        return torch.stack([recon.float(), kl.float(), rev.detach().float() / t.reverse_cycle_coef])
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        t = self.cfg.train
+        main = self.dist.is_main
+        logger = RunLogger(self.run_dir, enabled=main)
+        logger.log(f"ccvae {__version__} | device {self.device} | precision {self.precision} | "
+                   f"{self.dist.world_size} process(es) | {self.model.num_parameters():,} parameters | "
+                   f"{self.steps_per_epoch} steps/epoch | {self.total_steps} steps | from step {self.step}")
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=self.quiet or not main,
+                   unit="step", dynamic_ncols=True, file=sys.stderr)
+        old_handlers = _install_stop_handlers(self)
+        buf = torch.zeros(t.log_every, 3, device=self.device)
+        n_buf, interval_start, interval_step = 0, time.perf_counter(), self.step
+        order, order_epoch = None, -1
+        try:
+            while self.step < self.total_steps:
+                epoch, i = divmod(self.step, self.steps_per_epoch)
+                if epoch != order_epoch:
+                    order, order_epoch = self.epoch_order(epoch), epoch
+                lo = i * t.batch_size + self.dist.rank * self.local_batch
+                buf[n_buf] = self.train_step(order[lo:lo + self.local_batch])
+                n_buf += 1
+                self.step += 1
+                epoch_done = self.step % self.steps_per_epoch == 0
+                if epoch_done:
+                    for s in self.scheds:
+                        s.step()
+                finished = self.step >= self.total_steps
+                save_now = self.step % t.checkpoint_every == 0 or epoch_done or finished
+                stop = self._stop_requested(n_buf == t.log_every or save_now)
+                if n_buf == t.log_every or save_now or stop:
+                    now = time.perf_counter()
+                    self.wall_s += now - interval_start
+                    row = self._flush(buf[:n_buf], interval_step, now - interval_start)
+                    logger.metrics(row)
+                    bar.set_postfix(recon=f"{row['reconstruction']:.4g}", kl=f"{row['kl']:.3g}",
+                                    rev=f"{row['reverse_cycle']:.3g}", img_s=f"{row['images_per_s']:.0f}")
+                    n_buf, interval_start, interval_step = 0, time.perf_counter(), self.step
+                if save_now or stop:
+                    keep = epoch + 1 if epoch_done and ((epoch + 1) % t.keep_every_epochs == 0 or finished) else None
+                    self.save(epoch_copy=keep)
+                    interval_start = time.perf_counter()
+                bar.update(1)
+                if stop:
+                    logger.log(f"interrupted at step {self.step}; checkpoint saved; resume with --resume")
+                    return TrainResult(self.run_dir, self.step, self.wall_s, interrupted=True)
+        finally:
+            bar.close()
+            _restore_handlers(old_handlers)
+            logger.close()
+        logger.log(f"done: {self.step} steps in {self.wall_s:.1f} s of training")
+        if main:
+            from ccvae.figures import plot_losses
+            plot_losses(self.run_dir / "metrics.csv", self.run_dir / "losses.png")
+        return TrainResult(self.run_dir, self.step, self.wall_s)
+
+    def _stop_requested(self, at_sync_point: bool) -> bool:
+        """Ctrl-C / SIGTERM. Under DDP every rank must stop at the same step, so agree at sync points."""
+        if not self.dist.enabled:
+            return self._stop
+        if not at_sync_point:
+            return False
+        import torch.distributed as dist
+        flag = torch.tensor([float(self._stop)], device=self.device)
+        dist.all_reduce(flag)
+        return bool(flag.item() > 0)
+
+    def _flush(self, losses: torch.Tensor, first_step: int, seconds: float) -> dict:
+        """One host sync per interval: check every step's terms for NaN/Inf, then average."""
+        vals = losses.detach().cpu()
+        if self.dist.enabled:
+            import torch.distributed as dist
+            gathered = losses.detach().clone()
+            dist.all_reduce(gathered)  # sum over ranks; NaN anywhere stays NaN
+            vals = gathered.cpu() / self.dist.world_size
+        bad = ~torch.isfinite(vals)
+        if bad.any():
+            r, c = (int(v) for v in bad.nonzero()[0])
+            raise TrainingDiverged(
+                f"the {TERMS[c]} loss is {vals[r, c].item()} at step {first_step + r + 1}; training stopped, "
+                f"the last good checkpoint is {self.run_dir / 'checkpoints' / 'last.pt'}")
+        mean = vals.mean(0)
+        n_steps = len(vals)
+        return {
+            "epoch": (self.step - 1) // self.steps_per_epoch + 1,
+            "step": self.step,
+            "images": self.step * self.cfg.train.batch_size,
+            "wall_s": round(self.wall_s, 3),
+            "reconstruction": mean[0].item(),
+            "kl": mean[1].item(),
+            "reverse_cycle": mean[2].item(),
+            "lr": self.opt_fwd.param_groups[0]["lr"],
+            "images_per_s": n_steps * self.cfg.train.batch_size / max(seconds, 1e-9),
+        }
+
+
+def _install_stop_handlers(trainer: Trainer):
+    def handler(signum, frame):
+        trainer._stop = True
+
+    try:
+        return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread (e.g. called from a worker thread): no handlers
+        return {}
+
+
+def _restore_handlers(old: dict) -> None:
+    for s, h in old.items():
+        signal.signal(s, h)
+
+
+class RunLogger:
+    """log.txt, metrics.csv and TensorBoard; a no-op on ranks other than 0."""
+
+    def __init__(self, run_dir: Path, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.run_dir = run_dir
+        self.tb = None
+        if not enabled:
+            return
+        self.metrics_path = run_dir / "metrics.csv"
+        if not self.metrics_path.exists():
+            with open(self.metrics_path, "w", newline="") as f:
+                csv.writer(f).writerow(METRIC_FIELDS)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        except ImportError:  # tensorboard is optional
+            self.tb = None
+
+    def log(self, msg: str) -> None:
+        if not self.enabled:
+            return
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}"
+        with open(self.run_dir / "log.txt", "a") as f:
+            f.write(line + "\n")
+
+    def metrics(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.metrics_path, "a", newline="") as f:
+            csv.writer(f).writerow([_fmt(row[k]) for k in METRIC_FIELDS])
+        self.log(" ".join(f"{k}={_fmt(row[k])}" for k in METRIC_FIELDS))
+        if self.tb is not None:
+            for k in ("reconstruction", "kl", "reverse_cycle", "lr", "images_per_s"):
+                self.tb.add_scalar(f"train/{k}", row[k], row["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _fmt(v) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop metrics rows logged after ``step`` (work since the checkpoint is redone on resume)."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    header, body = rows[0], rows[1:]
+    kept = [r for r in body if r and int(r[1]) <= step]
+    if len(kept) != len(body):
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            w.writerows(kept)
+
+
+def prepare_run_dir(run_dir: Path, resume: bool) -> None:
+    """Refuse to overwrite a run; check the folder is writable."""
+    if resume:
+        if not (run_dir / "checkpoints" / "last.pt").is_file():
+            raise UserError(f"{run_dir}: --resume but there is no checkpoints/last.pt")
+        if not os.access(run_dir, os.W_OK):
+            raise UserError(f"{run_dir}: run folder is not writable")
+        return
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise UserError(f"{run_dir}: already exists; pass --resume to continue it or choose another --out")
+    try:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"{run_dir}: cannot create the run folder ({e.strerror})") from None
+
+
+def train(cfg: Config, data_path: Path, run_dir: Path, device_name: str = "auto", resume: bool = False,
+          quiet: bool = False, resume_overrides: dict | None = None) -> TrainResult:
+    """Train (or resume) a run. ``resume_overrides`` may change ``epochs`` / ``max_steps`` of a resumed run."""
+    dist, device = init_distributed(device_name)
+    run_dir = Path(run_dir)
+    if dist.is_main:
+        prepare_run_dir(run_dir, resume)
+    state = None
+    if resume:
+        cfg = read_run_config(run_dir)
+        for k, v in (resume_overrides or {}).items():
+            setattr(cfg.train, k, v)
+        cfg.validate()
+        state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    data = SpritesDataset.load(data_path, device)
+    trainer = Trainer(cfg, data, run_dir, device, dist, quiet=quiet)
+    if state is not None:
+        trainer.load_state(state, run_dir / "checkpoints" / "last.pt")
+        if dist.is_main:
+            truncate_metrics(run_dir / "metrics.csv", trainer.step)
+    if dist.is_main:
+        meta = {**cfg.to_dict(), "ccvae_version": __version__, "data": str(data_path),
+                "device": str(device), "precision": trainer.precision, "world_size": dist.world_size,
+                "parameters": trainer.model.num_parameters(), "steps_per_epoch": trainer.steps_per_epoch,
+                "total_steps": trainer.total_steps}
+        write_json(run_dir / "config.json", meta)
+    return trainer.run()
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """Rows of a ``metrics.csv`` as dicts of floats."""
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
