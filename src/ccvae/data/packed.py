@@ -33,7 +33,8 @@ SCHEMA: dict[str, tuple[str, tuple]] = {
 SPLITS = ("train", "val", "test")
 
 
-def _check_array(path: Path, key: str, arr: np.ndarray, n: int | None) -> None:
+def _check_array(path: Path, key: str, arr, n: int | None) -> None:
+    """Check dtype and shape of an array, or of anything with ``.dtype`` and ``.shape``."""
     dtype, shape = SCHEMA[key]
     if dtype == "str":
         ok = arr.dtype.kind == "U"
@@ -42,9 +43,23 @@ def _check_array(path: Path, key: str, arr: np.ndarray, n: int | None) -> None:
     if not ok:
         raise UserError(f"{path}: '{key}' has dtype {arr.dtype}, expected {dtype}")
     want = tuple(n if d == N else d for d in shape)
-    if len(want) != arr.ndim or any(w is not None and w != a for w, a in zip(want, arr.shape, strict=True)):
+    if len(want) != len(arr.shape) or any(w is not None and w != a for w, a in zip(want, arr.shape, strict=True)):
         shown = tuple("N" if d == N else ("*" if d is None else d) for d in shape)
-        raise UserError(f"{path}: '{key}' has shape {arr.shape}, expected {shown}")
+        raise UserError(f"{path}: '{key}' has shape {tuple(arr.shape)}, expected {shown}")
+
+
+class _Header:
+    def __init__(self, shape: tuple, dtype: np.dtype) -> None:
+        self.shape, self.dtype = shape, dtype
+
+
+def _npy_header(path: Path, key: str) -> _Header:
+    """Shape and dtype of one array of an .npz, from its .npy header only (nothing decompressed)."""
+    with zipfile.ZipFile(path) as zf, zf.open(f"{key}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+    return _Header(shape, dtype)
 
 
 def load_packed(path: str | Path, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
@@ -77,6 +92,13 @@ def load_packed(path: str | Path, keys: tuple[str, ...] | None = None) -> dict[s
     n = out["character_ids"].shape[0] if out["character_ids"].ndim == 1 else None
     for k, arr in out.items():
         _check_array(path, k, arr, n)
+    for k in ("images", "masks"):
+        if k not in out:  # not loaded: check its header, so 'info' refuses a bad file too
+            try:
+                header = _npy_header(path, k)
+            except (zipfile.BadZipFile, OSError, ValueError, KeyError) as e:
+                raise UserError(f"{path}: cannot read the header of '{k}' ({e})") from None
+            _check_array(path, k, header, n)
     ids = out["character_ids"]
     if np.any(np.diff(ids.astype(np.int64)) <= 0):
         raise UserError(f"{path}: 'character_ids' must be strictly ascending")
