@@ -77,6 +77,66 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from ccvae.data.paths import resolve_data_path
+    from ccvae.evaluate.runner import evaluate_run
+    from ccvae.hardware import resolve_device
+
+    data = resolve_data_path(args.data)
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(f"evaluate: {msg}", file=sys.stderr))
+    m = evaluate_run(args.run_dir, data, device=resolve_device(args.device), log=log)
+    print(Path(args.run_dir) / "eval" / "metrics.json")
+    if not args.quiet:
+        _print_summary(m)
+    return 0
+
+
+def _print_summary(m: dict) -> None:
+    c, sw = m["classifiers"], m["swap"]
+    for task in ("identity_all", "identity_heldout", "pose"):
+        print(f"  {task:17s} s acc {100 * c[task]['s']['test_acc']:6.2f} %   z acc {100 * c[task]['z']['test_acc']:6.2f} %"
+              f"   (chance {100 * c[task]['chance']:.2f} %)", file=sys.stderr)
+    print(f"  swap PSNR {sw['swap_psnr']:.2f} dB (MSE {sw['swap_mse']:.5f}); reconstruction PSNR "
+          f"{sw['reconstruction_psnr']:.2f} dB", file=sys.stderr)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ccvae.report import build_report
+
+    print(build_report(args.run_dir))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    """prepare (if needed) -> train -> evaluate -> report."""
+    from ccvae.data.paths import candidate_data_path, ccvae_home
+    from ccvae.data.prepare import prepare
+    from ccvae.evaluate.runner import evaluate_run
+    from ccvae.hardware import resolve_device
+    from ccvae.report import build_report
+    from ccvae.train import train
+
+    cfg = _train_config(args)
+    data = candidate_data_path(args.data)
+    if not data.is_file():
+        if args.data:
+            raise UserError(f"{data}: --data file not found")
+        print(f"data not found at {data}; preparing it", file=sys.stderr)
+        prepare(None, data, cache=ccvae_home(), quiet=args.quiet)
+    run_dir = Path(args.out) if args.out else _default_run_dir(args.preset)
+    result = train(cfg, data, run_dir, args.device, quiet=args.quiet)
+    if result.interrupted:
+        print(f"interrupted; resume with: ccvae train --out {run_dir} --resume", file=sys.stderr)
+        return 130
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(f"evaluate: {msg}", file=sys.stderr))
+    m = evaluate_run(run_dir, data, device=resolve_device(args.device), log=log)
+    if not args.quiet:
+        _print_summary(m)
+    report = build_report(run_dir)
+    print(f"report: {report}")
+    return 0
+
+
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="packed .npz (default: $CCVAE_DATA, then $CCVAE_HOME/sprites60.npz)")
     p.add_argument("--preset", default="paper", choices=("paper", "quick", "smoke"),
@@ -113,6 +173,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(tr)
     tr.add_argument("--resume", action="store_true", help="continue RUN_DIR from checkpoints/last.pt")
     tr.set_defaults(func=_train)
+
+    ev = sub.add_parser("evaluate", help="probes, swap metrics and figures of a trained run -> RUN_DIR/eval/")
+    ev.add_argument("run_dir")
+    ev.add_argument("--data", help="packed .npz (default: $CCVAE_DATA, then $CCVAE_HOME/sprites60.npz)")
+    ev.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(func=_evaluate)
+
+    rp = sub.add_parser("report", help="write RUN_DIR/report/index.html from the run folder")
+    rp.add_argument("run_dir")
+    rp.set_defaults(func=_report)
+
+    rn = sub.add_parser("run", help="the main job: prepare data if missing, train, evaluate, report")
+    _add_train_args(rn)
+    rn.set_defaults(func=_run)
     return p
 
 

@@ -75,3 +75,68 @@ def save_png(array: np.ndarray, path: Path) -> Path:
     with atomic_path(path, suffix=".png") as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
     return path
+
+
+def underline(tiles: torch.Tensor, marked: torch.Tensor, height: int = 2) -> torch.Tensor:
+    """Copy of (N, 3, H, W) tiles with a white line along the bottom of each marked tile."""
+    out = tiles.clone()
+    out[marked, :, -height:, :] = 1.0
+    return out
+
+
+def plot_classifier_curves(curves: dict[str, dict[str, dict[str, list[float]]]], out: Path) -> Path:
+    """Accuracy per epoch (train and test) of every classifier probe; ``curves[task][latent]``."""
+    tasks = list(curves)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for latent, style in (("s", "-"), ("z", "--")):
+            c = curves[task].get(latent)
+            if not c:
+                continue
+            ep = np.arange(1, len(c["train_acc"]) + 1)
+            ax.plot(ep, c["train_acc"], style, color="tab:blue", label=f"{latent} train")
+            ax.plot(ep, c["test_acc"], style, color="tab:orange", label=f"{latent} test")
+        ax.set_title(task, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save_fig(fig, out)
+    return out
+
+
+def plot_predictor_curves(curves: dict[str, dict[str, list[float]]], out: Path) -> Path:
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.4), squeeze=False)
+    for ax, (name, c) in zip(axes[0], curves.items(), strict=True):
+        ep = np.arange(1, len(c["train_loss"]) + 1)
+        ax.plot(ep, c["train_loss"], label="train (training characters)")
+        ax.plot(ep, c["test_loss"], label="validation (test characters)")
+        ax.set_yscale("log")
+        ax.set_title(f"predictor {name}", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("MSE")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save_fig(fig, out)
+    return out
+
+
+def plot_embeddings(s: np.ndarray, z: np.ndarray, identity: np.ndarray, pose: np.ndarray, out: Path) -> Path:
+    """2-D PCA of s and of z, coloured by identity and by pose (2 x 2 panels)."""
+    fig, axes = plt.subplots(2, 2, figsize=(10, 9))
+    for row, (name, x) in enumerate((("s (specified)", s), ("z (unspecified)", z))):
+        xc = x - x.mean(0)
+        _, _, vt = np.linalg.svd(xc, full_matrices=False)
+        xy = xc @ vt[:2].T
+        for col, (label, c, cmap) in enumerate((("identity", identity, "tab20"), ("pose", pose, "viridis"))):
+            ax = axes[row, col]
+            ax.scatter(xy[:, 0], xy[:, 1], c=c, cmap=cmap, s=2, alpha=0.6, linewidths=0)
+            ax.set_title(f"PCA of {name}, coloured by {label}", fontsize=10)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    _save_fig(fig, out)
+    return out

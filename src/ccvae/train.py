@@ -395,7 +395,8 @@ def train(cfg: Config, data_path: Path, run_dir: Path, device_name: str = "auto"
         meta = {**cfg.to_dict(), "ccvae_version": __version__, "data": str(data_path),
                 "device": str(device), "precision": trainer.precision, "world_size": dist.world_size,
                 "parameters": trainer.model.num_parameters(), "steps_per_epoch": trainer.steps_per_epoch,
-                "total_steps": trainer.total_steps}
+                "total_steps": trainer.total_steps,
+                "data_fingerprint": data.fingerprint()}
         write_json(run_dir / "config.json", meta)
     return trainer.run()
 

@@ -7,6 +7,7 @@ per-item Python work on the sampling path.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +98,14 @@ class SpritesDataset:
 
     def n_images(self, split: str) -> int:
         return len(self.rows(split)) * self.n_poses
+
+    def fingerprint(self) -> dict:
+        """What a trained run must agree on with the data it is evaluated on."""
+        h = hashlib.sha1()
+        for split in SPLITS:
+            h.update(self.character_ids[self.rows(split).cpu().numpy()].astype(np.int64).tobytes())
+        return {"n_characters": self.n_characters, "n_poses": self.n_poses,
+                "image_size": int(self.images.shape[2]), "splits_sha1": h.hexdigest()}
 
     # -- access -------------------------------------------------------------------------
     def gather(self, character: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:

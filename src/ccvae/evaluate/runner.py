@@ -1,0 +1,261 @@
+"""``ccvae evaluate RUN_DIR``: every experiment, written to ``RUN_DIR/eval/`` (metrics.json + figures).
+
+Encodings use z = z_mu (no sampling) and s, the model in eval mode. Every random choice is
+seeded, so evaluating a run twice gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ccvae.checkpoint import load_run, read_run_config
+from ccvae.data.dataset import SpritesDataset
+from ccvae.errors import UserError
+from ccvae.evaluate.encode import Encodings, decode_batched, encode_rows
+from ccvae.evaluate.probes import ProbeSettings, fit_classifier, fit_predictor, r2_score
+from ccvae.evaluate.swap import swap_metrics
+from ccvae import figures
+from ccvae.fileio import write_json
+
+
+@dataclass
+class EvalSettings:
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
+    n_swaps: int = 5000
+    seed: int = 0
+    batch_size: int = 512
+    train_share: float = 0.8  # 80/20 split of poses (identity) or of characters (pose)
+    n_interpolations: int = 3
+    interpolation_steps: int = 8
+    figure_scale: int = 2
+
+
+def _pose_split(n_chars: int, n_poses: int, share: float, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean (n_chars, n_poses) mask: each character's poses split ``share`` / rest at random."""
+    n_train = int(round(share * n_poses))
+    ranks = torch.rand(n_chars, n_poses, generator=g).argsort(1)
+    train = torch.zeros(n_chars, n_poses, dtype=torch.bool)
+    train.scatter_(1, ranks[:, :n_train], True)
+    return train, ~train
+
+
+def classifier_task(enc: Encodings, labels: torch.Tensor, train_mask: torch.Tensor, n_classes: int,
+                    settings: EvalSettings, seed: int) -> tuple[dict, dict]:
+    """Fit one classifier on s and one on z; ``labels`` and ``train_mask`` are (R, P)."""
+    out, curves, fitted = {"n_classes": n_classes, "chance": 1.0 / n_classes,
+                           "n_train": int(train_mask.sum()), "n_test": int((~train_mask).sum())}, {}, {}
+    for latent in ("s", "z"):
+        x = getattr(enc, latent)
+        res = fit_classifier(x[train_mask], labels[train_mask], x[~train_mask], labels[~train_mask], n_classes,
+                             settings.probe, seed)
+        out[latent] = {"train_acc": res.train_acc, "test_acc": res.test_acc, "train_loss": res.train_loss,
+                       "test_loss": res.test_loss, "epochs": res.epochs}
+        curves[latent] = res.curves
+        fitted[latent] = res
+    return out, {"curves": curves, "fitted": fitted}
+
+
+def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSettings | None = None,
+                 device: str | torch.device = "cpu", log=print) -> dict:
+    """Run every experiment on a trained run; write ``eval/`` atomically (a temp folder, then a rename)."""
+    settings = settings or EvalSettings()
+    run_dir = Path(run_dir)
+    t0 = time.perf_counter()
+    if not (run_dir / "checkpoints" / "last.pt").is_file():
+        raise UserError(f"{run_dir}: no checkpoints/last.pt; train the run first (ccvae train --out {run_dir})")
+    model, cfg = load_run(run_dir)
+    data = SpritesDataset.load(data_path)
+    meta = _read_meta(run_dir)
+    fp = data.fingerprint()
+    if "data_fingerprint" in meta and meta["data_fingerprint"] != fp:
+        raise UserError(f"{data_path}: does not match the data {run_dir} was trained on "
+                        f"(characters, poses or splits differ)")
+    if fp["image_size"] != cfg.model.image_size:
+        raise UserError(f"{data_path}: images are {fp['image_size']} px but the run's model expects {cfg.model.image_size}")
+    device = torch.device(device)
+    model = model.to(device).eval()
+    torch.manual_seed(settings.seed)
+
+    log(f"encoding {data.n_images('all'):,} images")
+    all_rows = data.rows("all").cpu()
+    enc_all = encode_rows(model, data, all_rows, settings.batch_size)
+    test_pos = data.rows("test").cpu()
+    enc_test = Encodings(test_pos, enc_all.z[test_pos], enc_all.s[test_pos])
+    train_pos = data.rows("train").cpu()
+    enc_train = Encodings(train_pos, enc_all.z[train_pos], enc_all.s[train_pos])
+    R, P = enc_all.z.shape[:2]
+    g = torch.Generator().manual_seed(settings.seed)
+    metrics: dict = {"classifiers": {}, "predictors": {}}
+    curves: dict = {}
+
+    # 1. Latent classifiers.
+    log("classifiers: identity_all")
+    mask, _ = _pose_split(R, P, settings.train_share, g)
+    labels = torch.arange(R)[:, None].expand(R, P)
+    metrics["classifiers"]["identity_all"], extra = classifier_task(enc_all, labels, mask, R, settings, settings.seed)
+    curves["identity_all"] = extra["curves"]
+    s_classifier = extra["fitted"]["s"]
+
+    log("classifiers: identity_heldout")
+    Rt = len(test_pos)
+    mask, _ = _pose_split(Rt, P, settings.train_share, g)
+    labels = torch.arange(Rt)[:, None].expand(Rt, P)
+    metrics["classifiers"]["identity_heldout"], extra = classifier_task(enc_test, labels, mask, Rt, settings,
+                                                                        settings.seed + 1)
+    curves["identity_heldout"] = extra["curves"]
+
+    log("classifiers: pose")
+    n_train_chars = min(Rt - 1, max(1, int(round(settings.train_share * Rt))))
+    char_perm = torch.randperm(Rt, generator=g)
+    mask = torch.zeros(Rt, P, dtype=torch.bool)
+    mask[char_perm[:n_train_chars]] = True
+    labels = torch.arange(P)[None, :].expand(Rt, P)
+    metrics["classifiers"]["pose"], extra = classifier_task(enc_test, labels, mask, P, settings, settings.seed + 2)
+    curves["pose"] = extra["curves"]
+    metrics["classifiers"]["pose"]["train_characters"] = n_train_chars
+
+    # 2. Predictors s -> z and z -> s: train on training characters, validate on test characters.
+    log("predictors")
+    tmp = Path(tempfile.mkdtemp(prefix=".eval-", dir=run_dir))
+    try:
+        pred_curves = {}
+        g_fig = torch.Generator().manual_seed(settings.seed + 3)
+        show = torch.randperm(Rt * P, generator=g_fig)[:32]
+        x_show = data.gather(enc_test.rows.repeat_interleave(P)[show].to(data.device),
+                             torch.arange(P).repeat(Rt)[show].to(data.device)).cpu()
+        zt, st = enc_test.z.flatten(0, 1), enc_test.s.flatten(0, 1)
+        test_identity = enc_test.rows.repeat_interleave(P)  # identity_all labels are dataset rows
+        images_row = test_identity
+        images_pose = torch.arange(P).repeat(Rt)
+        for name, src, dst in (("s_to_z", "s", "z"), ("z_to_s", "z", "s")):
+            xs_tr, ys_tr = getattr(enc_train, src).flatten(0, 1), getattr(enc_train, dst).flatten(0, 1)
+            xs_te, ys_te = getattr(enc_test, src).flatten(0, 1), getattr(enc_test, dst).flatten(0, 1)
+            res = fit_predictor(xs_tr, ys_tr, xs_te, ys_te, settings.probe, settings.seed + 4)
+            pred = res.predict(xs_te)
+            z_use, s_use = (pred, st) if name == "s_to_z" else (zt, pred)
+            regen = _image_mse(model, data, z_use, s_use, images_row, images_pose, settings.batch_size)
+            metrics["predictors"][name] = {
+                "train_loss": res.train_loss, "val_loss": res.test_loss, "val_r2": r2_score(pred, ys_te),
+                "regeneration_mse": regen, "epochs": res.epochs, "n_train": len(xs_tr), "n_val": len(xs_te)}
+            pred_curves[name] = res.curves
+            # Figure: the generated batch, misclassified identities underlined.
+            gen = decode_batched(model, z_use[show], s_use[show])
+            s_gen = encode_rows_images(model, gen)
+            wrong = s_classifier.predict(s_gen).argmax(1) != test_identity[show]
+            metrics["predictors"][name]["figure_misclassified"] = int(wrong.sum())
+            figures.save_png(figures.tile_grid(figures.underline(gen, wrong).view(4, 8, 3, 60, 60),
+                                               settings.figure_scale), tmp / f"predictor_{name}.png")
+        figures.save_png(figures.tile_grid(x_show.view(4, 8, 3, 60, 60), settings.figure_scale),
+                         tmp / "predictor_original.png")
+        metrics["predictors"]["reconstruction_mse"] = _image_mse(model, data, zt, st, images_row, images_pose,
+                                                                 settings.batch_size)
+
+        # 3. Ground-truth swaps among test characters.
+        log("swap metrics")
+        metrics["swap"] = swap_metrics(model, data, enc_test, settings.n_swaps, settings.seed + 5, settings.batch_size)
+
+        # 4. Figures.
+        log("figures")
+        figs = _image_figures(model, data, enc_test, settings, tmp)
+        figures.plot_classifier_curves(curves, tmp / "classifier_curves.png")
+        figures.plot_predictor_curves(pred_curves, tmp / "predictor_curves.png")
+        ident = np.repeat(np.arange(Rt), P)
+        pose = np.tile(np.arange(P), Rt)
+        figures.plot_embeddings(enc_test.s.flatten(0, 1).numpy(), enc_test.z.flatten(0, 1).numpy(), ident, pose,
+                                tmp / "embedding.png")
+        if (run_dir / "metrics.csv").is_file():
+            figures.plot_losses(run_dir / "metrics.csv", tmp / "losses.png")
+        metrics["figures"] = sorted(p.name for p in tmp.glob("*.png"))
+        metrics["style_grid"] = figs
+        metrics["settings"] = asdict(settings)
+        metrics["data"] = {"path": str(data_path), **fp}
+        metrics["run"] = {"steps": meta.get("total_steps"), "train_wall_s": _train_wall(run_dir),
+                          "parameters": meta.get("parameters"), "precision": meta.get("precision")}
+        metrics["eval_wall_s"] = round(time.perf_counter() - t0, 1)
+        write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / "curves.json", {"classifiers": curves, "predictors": pred_curves})
+        final = run_dir / "eval"
+        old = run_dir / ".eval-old"
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return metrics
+
+
+def encode_rows_images(model, x: torch.Tensor) -> torch.Tensor:
+    """s of already-decoded images (N, 3, 60, 60)."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        return model.encode(x.to(device))[2].float().cpu()
+
+
+def _image_mse(model, data, z, s, rows, poses, batch_size) -> float:
+    total = 0.0
+    for i in range(0, len(z), batch_size):
+        x_hat = decode_batched(model, z[i:i + batch_size], s[i:i + batch_size], batch_size)
+        x = data.gather(rows[i:i + batch_size].to(data.device), poses[i:i + batch_size].to(data.device)).cpu()
+        total += ((x_hat - x) ** 2).mean(dim=(1, 2, 3)).sum().item()
+    return total / len(z)
+
+
+def _image_figures(model, data, enc: Encodings, settings: EvalSettings, out: Path) -> dict:
+    """Style-transfer grid, interpolation grids and a reconstruction grid, from test sprites."""
+    g = torch.Generator().manual_seed(settings.seed + 6)
+    R, P = enc.z.shape[:2]
+    pick = lambda n: (torch.randint(R, (n,), generator=g), torch.randint(P, (n,), generator=g))  # noqa: E731
+    img = lambda r, p: data.gather(enc.rows[r].to(data.device), p.to(data.device)).cpu()  # noqa: E731
+
+    # Style grid: 8 across the top give z, 8 down the left give s; cell (i, j) = dec(z_j, s_i).
+    cr, cp = pick(8)
+    rr, rp = pick(8)
+    z_cols, s_rows = enc.z[cr, cp], enc.s[rr, rp]
+    cells = decode_batched(model, z_cols.repeat(8, 1), s_rows.repeat_interleave(8, 0)).view(8, 8, 3, 60, 60)
+    grid = torch.zeros(9, 9, 3, 60, 60)
+    grid[0, 1:] = img(cr, cp)
+    grid[1:, 0] = img(rr, rp)
+    grid[1:, 1:] = cells
+    figures.save_png(figures.tile_grid(grid, settings.figure_scale), out / "style_transfer.png")
+
+    # Interpolation grids: z interpolated across columns, s down rows.
+    n = settings.interpolation_steps
+    w = torch.linspace(0, 1, n)
+    for k in range(settings.n_interpolations):
+        (r1, r2), (p1, p2) = pick(2)
+        z = (1 - w)[:, None] * enc.z[r1, p1] + w[:, None] * enc.z[r2, p2]  # (n, dz) across columns
+        s = (1 - w)[:, None] * enc.s[r1, p1] + w[:, None] * enc.s[r2, p2]  # (n, ds) down rows
+        tiles = decode_batched(model, z.repeat(n, 1), s.repeat_interleave(n, 0)).view(n, n, 3, 60, 60)
+        figures.save_png(figures.tile_grid(tiles, settings.figure_scale), out / f"interpolation_{k + 1}.png")
+
+    # Reconstructions: originals (odd rows) over decode(z_mu, s) (even rows).
+    r, p = pick(32)
+    x = img(r, p)
+    x_hat = decode_batched(model, enc.z[r, p], enc.s[r, p])
+    rows = torch.stack([x.view(4, 8, 3, 60, 60), x_hat.view(4, 8, 3, 60, 60)], 1).view(8, 8, 3, 60, 60)
+    figures.save_png(figures.tile_grid(rows, settings.figure_scale), out / "reconstruction.png")
+    return {"z_columns": [[int(enc.rows[a]), int(b)] for a, b in zip(cr, cp, strict=True)],
+            "s_rows": [[int(enc.rows[a]), int(b)] for a, b in zip(rr, rp, strict=True)]}
+
+
+def _read_meta(run_dir: Path) -> dict:
+    import json
+    read_run_config(run_dir)  # validates config.json
+    return json.loads((run_dir / "config.json").read_text())
+
+
+def _train_wall(run_dir: Path) -> float | None:
+    from ccvae.train import read_metrics
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return None
+    rows = read_metrics(path)
+    return rows[-1]["wall_s"] if rows else None
