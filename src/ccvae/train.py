@@ -228,10 +228,21 @@ class Trainer:
             _restore_handlers(old_handlers)
             logger.close()
         logger.log(f"done: {self.step} steps in {self.wall_s:.1f} s of training")
+        if self.dist.enabled:
+            logger.log(f"replicas identical across {self.dist.world_size} ranks: {self._replicas_identical()}")
         if main:
             from ccvae.figures import plot_losses
             plot_losses(self.run_dir / "metrics.csv", self.run_dir / "losses.png")
         return TrainResult(self.run_dir, self.step, self.wall_s)
+
+    def _replicas_identical(self) -> bool:
+        """DDP keeps every rank's weights equal; check it with one all-gather of a checksum."""
+        import torch.distributed as dist
+        flat = torch.cat([p.detach().double().flatten() for p in self.model.parameters()])
+        mine = torch.stack([flat.sum(), (flat * torch.arange(len(flat), device=flat.device) % 9973).sum()])
+        every = [torch.zeros_like(mine) for _ in range(self.dist.world_size)]
+        dist.all_gather(every, mine)
+        return all(torch.equal(every[0], e) for e in every[1:])
 
     def _stop_requested(self, at_sync_point: bool) -> bool:
         """Ctrl-C / SIGTERM. Under DDP every rank must stop at the same step, so agree at sync points."""

@@ -1,0 +1,173 @@
+"""The model, the loss terms and one step of each cycle."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from ccvae.config import PRESETS, Config, build_config
+from ccvae.cycle import CycleLosses
+from ccvae.errors import UserError
+from ccvae.losses import kl_to_standard_normal
+from ccvae.model import CCVAE, ModelConfig
+from ccvae.train import make_optimizers
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_shapes_and_finite(preset):
+    cfg = build_config(preset)
+    torch.manual_seed(0)
+    m = CCVAE(cfg.model)
+    x = torch.rand(4, 3, 60, 60)
+    mu, logvar, s = m.encode(x)
+    assert mu.shape == logvar.shape == (4, cfg.model.style_dim)
+    assert s.shape == (4, cfg.model.class_dim)
+    y = m.decode(mu, s)
+    assert y.shape == (4, 3, 60, 60)
+    assert 0 <= y.min() and y.max() <= 1
+    for t in (mu, logvar, s, y):
+        assert torch.isfinite(t).all()
+
+
+def test_paper_network_is_the_reference_one():
+    m = CCVAE(ModelConfig())
+    convs = [mod for mod in m.encoder.convs if isinstance(mod, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [16, 32, 64, 128]
+    assert all(c.kernel_size == (5, 5) and c.stride == (2, 2) and c.padding == (1, 1) for c in convs)
+    assert ModelConfig().encoder_sizes() == [60, 29, 14, 6, 2]
+    assert m.decoder.seed_shape == (256, 2, 2)
+    assert m.num_parameters() == 2_799_139  # the figure quoted in the README
+
+
+def _setup(fast=True, seed=0):
+    cfg = build_config("smoke", overrides=["model.style_dim=6", "model.class_dim=5"])
+    torch.manual_seed(seed)
+    model = CCVAE(cfg.model)
+    return cfg, model, CycleLosses(model, cfg.train, fast=fast)
+
+
+def test_every_parameter_gets_a_gradient_from_the_forward_cycle():
+    cfg, model, losses = _setup()
+    g = torch.Generator().manual_seed(1)
+    x1, x2 = torch.rand(4, 3, 60, 60, generator=g), torch.rand(4, 3, 60, 60, generator=g)
+    loss, recon, kl = losses("forward", x1, x2, torch.randn(8, 6, generator=g))
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_reverse_cycle_updates_encoder_only():
+    cfg, model, losses = _setup()
+    opt_fwd, opt_rev, _ = make_optimizers(model, cfg, fast=True)
+    g = torch.Generator().manual_seed(2)
+    # Give the decoder stale gradients, as after a forward-cycle step: the reverse step must not use them.
+    losses("forward", torch.rand(4, 3, 60, 60), torch.rand(4, 3, 60, 60), torch.randn(8, 6))[0].backward()
+    dec_before = copy.deepcopy(model.decoder.state_dict())
+    enc_before = copy.deepcopy(model.encoder.state_dict())
+    opt_rev.zero_grad(set_to_none=True)
+    rev = losses("reverse", torch.rand(4, 3, 60, 60, generator=g), torch.rand(4, 3, 60, 60, generator=g),
+                 torch.randn(4, 6, generator=g))
+    rev.backward()
+    opt_rev.step()
+    for k, v in model.decoder.state_dict().items():
+        assert torch.equal(v, dec_before[k]), k  # bitwise unchanged
+    changed = [k for k, v in model.encoder.state_dict().items() if not torch.equal(v, enc_before[k])]
+    assert any(k.startswith("z_mu") for k in changed) and any(k.startswith("convs") for k in changed)
+    # s is detached and unused after re-encoding: its head gets no gradient from this loss.
+    assert model.encoder.s.weight.grad is None
+
+
+def test_kl_matches_torch_distributions():
+    g = torch.Generator().manual_seed(3)
+    mu, logvar = torch.randn(7, 11, generator=g), torch.randn(7, 11, generator=g)
+    q = Normal(mu, torch.exp(0.5 * logvar))
+    p = Normal(torch.zeros_like(mu), torch.ones_like(mu))
+    expected = kl_divergence(q, p).sum() / (7 * 3 * 60 * 60)
+    torch.testing.assert_close(kl_to_standard_normal(mu, logvar, 3 * 60 * 60), expected, rtol=1e-5, atol=1e-9)
+
+
+def test_forward_cycle_swaps_identity():
+    """x1' = dec(z1, s2): changing x2 changes the reconstruction of x1 through s2 only."""
+    cfg, model, losses = _setup()
+    model.eval()
+    x1, x2 = torch.rand(2, 3, 60, 60), torch.rand(2, 3, 60, 60)
+    mu1, _, _ = model.encode(x1)
+    _, _, s2 = model.encode(x2)
+    eps = torch.zeros(4, 6)
+    _, recon, _ = losses("forward", x1, x2, eps)
+    mu2, _, s1 = model.encode(x2)[0], None, model.encode(x1)[2]
+    expected = ((model.decode(mu1, s2) - x1) ** 2).mean() + ((model.decode(mu2, s1) - x2) ** 2).mean()
+    torch.testing.assert_close(recon, expected.detach(), rtol=1e-5, atol=1e-7)
+
+
+def _grads(losses, model, mode, *args):
+    model.zero_grad(set_to_none=True)
+    out = losses(mode, *args)
+    loss = out[0] if mode == "forward" else out
+    loss.backward()
+    vals = torch.stack([t.detach() for t in out]) if mode == "forward" else loss.detach()[None]
+    return vals, {k: (p.grad.clone() if p.grad is not None else None) for k, p in model.named_parameters()}
+
+
+def test_fast_path_matches_plain_path():
+    """The fast step (one batched encoder/decoder call per cycle, fused Adam) computes what the plain step
+    computes: the same losses and gradients from the same weights, and the same Adam update from the same
+    gradients. (Whole trajectories are not compared: Adam's first steps are close to sign(grad), which turns
+    float rounding of a near-zero gradient into a full lr-sized move in either direction.)"""
+    g = torch.Generator().manual_seed(6)
+    x1, x2, xa, xb = (torch.rand(8, 3, 60, 60, generator=g) for _ in range(4))
+    eps, z = torch.randn(16, 6, generator=g), torch.randn(8, 6, generator=g)
+    cfg, model, fast = _setup(fast=True, seed=5)
+    plain = CycleLosses(model, cfg.train, fast=False)
+    for mode, args in (("forward", (x1, x2, eps)), ("reverse", (xa, xb, z))):
+        v_fast, g_fast = _grads(fast, model, mode, *args)
+        v_plain, g_plain = _grads(plain, model, mode, *args)
+        torch.testing.assert_close(v_fast, v_plain, rtol=1e-5, atol=1e-8)
+        # One scale for all: a conv bias before instance norm has a zero gradient up to rounding.
+        scale = max(v.abs().max() for v in g_plain.values() if v is not None)
+        for k in g_fast:
+            if g_plain[k] is None:
+                assert g_fast[k] is None, k
+                continue
+            torch.testing.assert_close(g_fast[k] / scale, g_plain[k] / scale, rtol=0, atol=1e-5, msg=k)
+    # The optimisers: fused Adam (fast) vs the per-parameter loop (plain), fed the same gradients.
+    states = {}
+    for fast_opt in (True, False):
+        _, m, _ = _setup(seed=7)
+        opt_fwd, _, _ = make_optimizers(m, cfg, fast=fast_opt)
+        gg = torch.Generator().manual_seed(8)
+        for _ in range(5):
+            for p in m.parameters():
+                p.grad = torch.randn(p.shape, generator=gg)
+            opt_fwd.step()
+        states[fast_opt] = m.state_dict()
+    for k, v in states[True].items():
+        torch.testing.assert_close(v, states[False][k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("model.nope=1", "unknown config key"), ("train.lr=abc", "train.lr must be float"),
+    ("train.lr=0", "train.lr must be > 0"), ("train.batch_size=1", "batch_size must be >= 2"),
+    ("model.norm=layer", "model.norm"), ("model.enc_channels=[8,8]", "dec_channels"),
+    ("train.precision=fp16", "precision"), ("nosection=3", "unknown config key"),
+])
+def test_config_errors(override, needle):
+    with pytest.raises(UserError, match=needle):
+        build_config("smoke", overrides=[override])
+
+
+def test_config_roundtrip_and_toml(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('[model]\nstyle_dim = 7\nenc_channels = [4, 4, 4, 4]\n[train]\nlr = 2e-4\n')
+    cfg = build_config("quick", f, ["train.seed=3"])
+    assert cfg.model.style_dim == 7 and cfg.model.enc_channels == (4, 4, 4, 4) and cfg.train.lr == 2e-4
+    assert cfg.train.seed == 3
+    assert Config.from_dict(cfg.to_dict()) == cfg
+    f.write_text("[train]\nbogus = 1\n")
+    with pytest.raises(UserError, match="bogus"):
+        build_config("paper", f)
