@@ -110,15 +110,22 @@ def tiny_npz(tmp_path_factory) -> Path:
     return synthetic_packed(tmp_path_factory.mktemp("data") / "tiny.npz")
 
 
+def _missing(what: str) -> None:
+    """Skip where the real data is absent; fail in CI (CCVAE_REQUIRE_DATA=1), where it must be present."""
+    if os.environ.get("CCVAE_REQUIRE_DATA"):
+        pytest.fail(f"{what} is required here (CCVAE_REQUIRE_DATA=1) but missing")
+    pytest.skip(f"{what} not found (set CCVAE_DATA or place ../shared/data/sprites beside the checkout)")
+
+
 @pytest.fixture(scope="session")
 def real_npz() -> Path:
     if not REAL_NPZ.is_file():
-        pytest.skip(f"real data not found at {REAL_NPZ} (set CCVAE_DATA or place ../shared/data/sprites)")
+        _missing(f"real data {REAL_NPZ}")
     return REAL_NPZ
 
 
 @pytest.fixture(scope="session")
 def real_sample() -> Path:
     if not REAL_SAMPLE.is_dir():
-        pytest.skip(f"original sample files not found at {REAL_SAMPLE}")
+        _missing(f"original sample files {REAL_SAMPLE}")
     return REAL_SAMPLE
