@@ -30,7 +30,8 @@ class ModelConfig:
     dec_hidden: int = 512  # width of the decoder's first linear layer
     dec_channels: tuple[int, ...] = (256, 128, 64, 32)  # first entry: the channels of the seed map
     dec_kernel: int = 4
-    norm: str = "instance"
+    norm: str = "instance"  # encoder normalisation
+    dec_norm: str = "instance"  # decoder normalisation (between transposed convolutions)
     leak: float = 0.2  # negative slope of the decoder's LeakyReLU
 
     def __post_init__(self) -> None:
@@ -58,8 +59,9 @@ class ModelConfig:
             errs.append("model.dec_channels must be a non-empty list of positive ints")
         if len(self.dec_channels) != len(self.enc_channels):
             errs.append("model.dec_channels must have as many entries as model.enc_channels (the decoder mirrors it)")
-        if self.norm not in NORMS:
-            errs.append(f"model.norm must be one of {', '.join(NORMS)}")
+        for name in ("norm", "dec_norm"):
+            if getattr(self, name) not in NORMS:
+                errs.append(f"model.{name} must be one of {', '.join(NORMS)}")
         if not errs and min(self.encoder_sizes()) < 1:
             errs.append(f"model: the encoder shrinks a {self.image_size}px image below 1 px; use fewer or smaller-stride convs")
         return errs
@@ -121,7 +123,7 @@ class Decoder(nn.Module):
                 raise ValueError(f"decoder cannot map {size_in}px to {size_out}px with kernel {cfg.dec_kernel}")
             layers.append(nn.ConvTranspose2d(c_in, c_out, cfg.dec_kernel, 2, pad, output_padding=out_pad))
             if i < len(outs) - 1:
-                layers += [_norm(cfg.norm, c_out), nn.LeakyReLU(cfg.leak)]
+                layers += [_norm(cfg.dec_norm, c_out), nn.LeakyReLU(cfg.leak)]
         self.deconvs = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

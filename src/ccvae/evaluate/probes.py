@@ -46,11 +46,12 @@ class Predictor(nn.Module):
 
 @dataclass
 class ProbeSettings:
-    max_epochs: int = 40
-    patience: int = 4  # epochs without improvement of the held-out loss before stopping
-    batch_size: int = 256
-    lr: float = 1e-3
+    max_epochs: int = 30
+    patience: int = 3  # epochs without improvement of the held-out loss before stopping
+    batch_size: int = 512
+    lr: float = 2e-3
     holdout: float = 0.1  # share of the training set used to decide when to stop
+    curve_samples: int = 10_000  # training samples scored each epoch for the curves (all at the end)
 
 
 @dataclass
@@ -108,6 +109,7 @@ def train_probe(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, 
         curves.update(train_acc=[], test_acc=[])
     best, best_state, bad, epochs = float("inf"), None, 0, 0
     bs = min(settings.batch_size, max(2, len(fit)))
+    curve_idx = fit[:settings.curve_samples]  # fit is already a random order
     for _epoch in range(settings.max_epochs):
         model.train()
         order = fit[torch.randperm(len(fit), generator=g)]
@@ -118,7 +120,7 @@ def train_probe(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, 
             loss.backward()
             opt.step()
         epochs += 1
-        tl, ta = _evaluate(model, xtr[fit], y_train[fit], loss_fn, classify)
+        tl, ta = _evaluate(model, xtr[curve_idx], y_train[curve_idx], loss_fn, classify)
         hl, _ = _evaluate(model, xtr[hold], y_train[hold], loss_fn, classify)
         sl, sa = _evaluate(model, xte, y_test, loss_fn, classify)
         curves["train_loss"].append(tl)

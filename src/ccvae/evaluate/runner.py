@@ -68,6 +68,8 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSetti
     settings = settings or EvalSettings()
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
+    _log = log
+    log = lambda msg: _log(f"[{time.perf_counter() - t0:6.1f} s] {msg}")  # noqa: E731
     if not (run_dir / "checkpoints" / "last.pt").is_file():
         raise UserError(f"{run_dir}: no checkpoints/last.pt; train the run first (ccvae train --out {run_dir})")
     model, cfg = load_run(run_dir)
