@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import make_sprites_dir, random_character, synthetic_packed, write_character_mat
+from conftest import make_sprites_dir, random_character, write_character_mat
 
 from ccvae.cli import main
 from ccvae.data import load_dataset, load_packed

@@ -15,7 +15,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _data_prepare(args: argparse.Namespace) -> int:
-    from ccvae.data.paths import default_data_path, ccvae_home
+    from ccvae.data.paths import ccvae_home, default_data_path
     from ccvae.data.prepare import prepare
 
     out = Path(args.out) if args.out else default_data_path()

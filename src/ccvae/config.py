@@ -6,12 +6,13 @@ No global config: a ``Config`` is built once by the CLI and passed down.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from ccvae.errors import UserError
 from ccvae.model import ModelConfig

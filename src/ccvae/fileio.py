@@ -6,6 +6,7 @@ A crash or Ctrl-C never leaves a half-written file under a final name.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -48,3 +49,12 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def file_digest(path: str | os.PathLike, algorithm: str, chunk: int = 1 << 20) -> str:
+    """Hex digest of a file (``md5``, ``sha256``, ...), read in chunks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

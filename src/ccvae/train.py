@@ -22,7 +22,12 @@ from torch import nn
 from tqdm import tqdm
 
 from ccvae import __version__
-from ccvae.checkpoint import load_checkpoint, model_from_checkpoint, read_run_config, save_checkpoint
+from ccvae.checkpoint import (
+    load_checkpoint,
+    model_from_checkpoint,
+    read_run_config,
+    save_checkpoint,
+)
 from ccvae.config import Config
 from ccvae.cycle import CycleLosses
 from ccvae.data.dataset import SpritesDataset

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from ccvae.data.packed import SPLITS, load_packed
-
-
-def sha256sum(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+from ccvae.fileio import file_digest
 
 
 def describe(path: Path) -> str:
@@ -22,7 +14,7 @@ def describe(path: Path) -> str:
     ids = a["character_ids"]
     lines = [
         f"file        {path}",
-        f"sha256      {sha256sum(path)}",
+        f"sha256      {file_digest(path, 'sha256')}",
         f"characters  {len(ids)} (ids {int(ids.min())}..{int(ids.max())})" if len(ids) else "characters  0",
         f"poses       {len(a['animation'])} in {len(a['animation_names'])} animations",
         "splits      " + " / ".join(f"{s} {len(a[f'{s}_ids'])}" for s in SPLITS),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sys
@@ -17,9 +16,16 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from tqdm import tqdm
 
-from ccvae.data.mat import ANIMATION_NAMES, list_character_files, pose_layout, read_character, read_splits
+from ccvae.data.mat import (
+    ANIMATION_NAMES,
+    list_character_files,
+    pose_layout,
+    read_character,
+    read_splits,
+)
 from ccvae.data.packed import SPLITS, save_packed
 from ccvae.errors import UserError
+from ccvae.fileio import file_digest
 
 N_CHARACTERS = 672
 TARBALL_NAME = "nips2015-analogy-data.tar.gz"
@@ -37,12 +43,8 @@ def _say(msg: str, quiet: bool) -> None:
         print(msg, file=sys.stderr)
 
 
-def md5sum(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def md5sum(path: Path) -> str:
+    return file_digest(path, "md5")
 
 
 def download(url: str, dest: Path, md5: str | None, quiet: bool = False) -> Path:

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ccvae import figures
 from ccvae.checkpoint import load_run, read_run_config
 from ccvae.data.dataset import SpritesDataset
 from ccvae.errors import UserError
 from ccvae.evaluate.encode import Encodings, decode_batched, encode_rows
 from ccvae.evaluate.probes import ProbeSettings, fit_classifier, fit_predictor, r2_score
 from ccvae.evaluate.swap import swap_metrics
-from ccvae import figures
 from ccvae.fileio import write_json
 
 
