@@ -171,3 +171,16 @@ def test_config_roundtrip_and_toml(tmp_path):
     f.write_text("[train]\nbogus = 1\n")
     with pytest.raises(UserError, match="bogus"):
         build_config("paper", f)
+
+
+def test_reverse_cycle_leaves_batch_norm_running_stats():
+    cfg = build_config("smoke", overrides=["model.norm=batch", "model.dec_norm=batch", "model.style_dim=6"])
+    model = CCVAE(cfg.model)
+    losses = CycleLosses(model, cfg.train)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [m.running_mean.clone() for m in bns]
+    losses("reverse", torch.rand(4, 3, 60, 60), torch.rand(4, 3, 60, 60), torch.randn(4, 6)).backward()
+    assert all(torch.equal(m.running_mean, b) for m, b in zip(bns, before, strict=True))
+    assert all(m.momentum == 0.1 for m in bns)  # restored
+    losses("forward", torch.rand(4, 3, 60, 60), torch.rand(4, 3, 60, 60), torch.randn(8, 6))[0].backward()
+    assert not all(torch.equal(m.running_mean, b) for m, b in zip(bns, before, strict=True))

@@ -7,12 +7,34 @@ the equivalence test and the baseline benchmark.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
 from ccvae.config import TrainConfig
 from ccvae.losses import kl_to_standard_normal, reconstruction_mse, reverse_cycle_l1
 from ccvae.model import CCVAE, reparameterize
+
+
+@contextlib.contextmanager
+def frozen_norm_statistics(model: nn.Module) -> Iterator[None]:
+    """Batch norm keeps normalising with batch statistics but leaves its running averages alone.
+
+    The reverse cycle feeds the decoder z ~ N(0, I) and the encoder generated images; letting those
+    move the running averages makes eval mode (which uses them) see statistics of data it is never
+    given, which cost 3 dB of reconstruction PSNR in a measured quick run.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
+    try:
+        yield
+    finally:
+        for m, mom in zip(bns, saved, strict=True):
+            m.momentum = mom
 
 
 class CycleLosses(nn.Module):
@@ -66,6 +88,10 @@ class CycleLosses(nn.Module):
         only through the re-encoding: s is detached and the decoder runs without a graph.
         """
         m, B = self.model, xa.shape[0]
+        with frozen_norm_statistics(m):
+            return self._reverse_cycle(m, B, xa, xb, z)
+
+    def _reverse_cycle(self, m: CCVAE, B: int, xa: torch.Tensor, xb: torch.Tensor, z: torch.Tensor):
         with torch.no_grad():
             if self.fast:
                 _, _, s = m.encode(torch.cat([xa, xb]))  # (2B, class_dim), detached
