@@ -21,7 +21,7 @@ from ccvae.data.dataset import SpritesDataset
 from ccvae.errors import UserError
 from ccvae.evaluate.encode import Encodings, decode_batched, encode_rows
 from ccvae.evaluate.probes import ProbeSettings, fit_classifier, fit_predictor, r2_score
-from ccvae.evaluate.swap import swap_metrics
+from ccvae.evaluate.swap import per_image_mse, swap_metrics
 from ccvae.fileio import write_json
 
 
@@ -202,12 +202,8 @@ def encode_rows_images(model, x: torch.Tensor) -> torch.Tensor:
 
 
 def _image_mse(model, data, z, s, rows, poses, batch_size) -> float:
-    total = 0.0
-    for i in range(0, len(z), batch_size):
-        x_hat = decode_batched(model, z[i:i + batch_size], s[i:i + batch_size], batch_size)
-        x = data.gather(rows[i:i + batch_size].to(data.device), poses[i:i + batch_size].to(data.device)).cpu()
-        total += ((x_hat - x) ** 2).mean(dim=(1, 2, 3)).sum().item()
-    return total / len(z)
+    """Mean over images of the per-image MSE of decode(z, s) against the dataset images (rows, poses)."""
+    return per_image_mse(model, data, z, s, rows, poses, batch_size).mean().item()
 
 
 def _image_figures(model, data, enc: Encodings, settings: EvalSettings, out: Path) -> dict:

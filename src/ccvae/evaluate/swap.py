@@ -17,7 +17,7 @@ def psnr(mse: float) -> float:
     return 10 * math.log10(1.0 / mse) if mse > 0 else float("inf")
 
 
-def _mse_against(model: CCVAE, data: SpritesDataset, z: torch.Tensor, s: torch.Tensor, rows: torch.Tensor,
+def per_image_mse(model: CCVAE, data: SpritesDataset, z: torch.Tensor, s: torch.Tensor, rows: torch.Tensor,
                  poses: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Per-image MSE of decode(z, s) against the dataset images (rows, poses): (N,)."""
     out = []
@@ -38,13 +38,13 @@ def swap_metrics(model: CCVAE, data: SpritesDataset, enc: Encodings, n_swaps: in
     b = (a + torch.randint(1, R, (n_swaps,), generator=g)) % R  # B != A
     k = torch.randint(P, (n_swaps,), generator=g)
     k_other = (k + torch.randint(1, P, (n_swaps,), generator=g)) % P  # A's s comes from another pose
-    swap = _mse_against(model, data, enc.z[b, k], enc.s[a, k_other], enc.rows[a], k, batch_size)
+    swap = per_image_mse(model, data, enc.z[b, k], enc.s[a, k_other], enc.rows[a], k, batch_size)
     # Plain reconstruction of every image of these characters: decode(z_mu, s) of the same image.
     rr = enc.rows.repeat_interleave(P)
     pp = torch.arange(P).repeat(R)
-    rec = _mse_against(model, data, enc.z.flatten(0, 1), enc.s.flatten(0, 1), rr, pp, batch_size)
+    rec = per_image_mse(model, data, enc.z.flatten(0, 1), enc.s.flatten(0, 1), rr, pp, batch_size)
     # Reference point: the swap with z and s from A itself in pose k' (what "no transfer of pose" scores).
-    no_pose = _mse_against(model, data, enc.z[a, k_other], enc.s[a, k_other], enc.rows[a], k, batch_size)
+    no_pose = per_image_mse(model, data, enc.z[a, k_other], enc.s[a, k_other], enc.rows[a], k, batch_size)
     return {
         "n_swaps": n_swaps,
         "swap_mse": swap.mean().item(),
