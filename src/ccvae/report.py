@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ccvae.errors import UserError
 from ccvae.fileio import write_text
+from ccvae.train import last_metric
 
 # Table 1 of Jha et al. (ECCV 2018), 2D Sprites rows: test accuracy (%) of identity classifiers.
 PAPER_TABLE = [
@@ -75,7 +76,7 @@ def build_report(run_dir: str | Path) -> Path:
                     f"{REFERENCE_RUN['z_acc']:.2f}", f"{REFERENCE_RUN['s_acc']:.2f}",
                     f"{REFERENCE_RUN['regen_s_to_z']:.5f}", f"{REFERENCE_RUN['regen_z_to_s']:.4f}",
                     f"{REFERENCE_RUN['final_reconstruction']:.4f}"])
-    final_recon = _final_metric(run_dir / "metrics.csv", "reconstruction")
+    final_recon = last_metric(run_dir / "metrics.csv", "reconstruction")
     compare.append(["This run (ccvae)", dims, "672 identities, held-out 20% of poses",
                     _pct(ia["z"]["test_acc"]), _pct(ia["s"]["test_acc"]),
                     f"{m['predictors']['s_to_z']['regeneration_mse']:.5f}",
@@ -149,11 +150,3 @@ dec(predicted z, true s) (s_to_z) or dec(true z, predicted s) (z_to_s) on all te
     out = run_dir / "report" / "index.html"
     write_text(out, page)
     return out
-
-
-def _final_metric(path: Path, key: str) -> float | None:
-    from ccvae.train import read_metrics
-    if not path.is_file():
-        return None
-    rows = read_metrics(path)
-    return rows[-1][key] if rows else None

@@ -422,3 +422,11 @@ def read_metrics(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
 
+
+def last_metric(path: Path, key: str) -> float | None:
+    """``key`` of the last row of a ``metrics.csv``; None when the file is missing or empty."""
+    if not path.is_file():
+        return None
+    rows = read_metrics(path)
+    return rows[-1][key] if rows else None
+

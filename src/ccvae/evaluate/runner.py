@@ -23,6 +23,7 @@ from ccvae.evaluate.encode import Encodings, decode_batched, encode_rows
 from ccvae.evaluate.probes import ProbeSettings, fit_classifier, fit_predictor, r2_score
 from ccvae.evaluate.swap import per_image_mse, swap_metrics
 from ccvae.fileio import write_json
+from ccvae.train import last_metric
 
 
 @dataclass
@@ -37,13 +38,13 @@ class EvalSettings:
     figure_scale: int = 2
 
 
-def _pose_split(n_chars: int, n_poses: int, share: float, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Boolean (n_chars, n_poses) mask: each character's poses split ``share`` / rest at random."""
+def _pose_split(n_chars: int, n_poses: int, share: float, g: torch.Generator) -> torch.Tensor:
+    """Boolean (n_chars, n_poses) training mask: a random ``share`` of each character's poses."""
     n_train = int(round(share * n_poses))
     ranks = torch.rand(n_chars, n_poses, generator=g).argsort(1)
     train = torch.zeros(n_chars, n_poses, dtype=torch.bool)
     train.scatter_(1, ranks[:, :n_train], True)
-    return train, ~train
+    return train
 
 
 def classifier_task(enc: Encodings, labels: torch.Tensor, train_mask: torch.Tensor, n_classes: int,
@@ -99,7 +100,7 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSetti
 
     # 1. Latent classifiers.
     log("classifiers: identity_all")
-    mask, _ = _pose_split(R, P, settings.train_share, g)
+    mask = _pose_split(R, P, settings.train_share, g)
     labels = torch.arange(R)[:, None].expand(R, P)
     metrics["classifiers"]["identity_all"], extra = classifier_task(enc_all, labels, mask, R, settings, settings.seed)
     curves["identity_all"] = extra["curves"]
@@ -107,7 +108,7 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSetti
 
     log("classifiers: identity_heldout")
     Rt = len(test_pos)
-    mask, _ = _pose_split(Rt, P, settings.train_share, g)
+    mask = _pose_split(Rt, P, settings.train_share, g)
     labels = torch.arange(Rt)[:, None].expand(Rt, P)
     metrics["classifiers"]["identity_heldout"], extra = classifier_task(enc_test, labels, mask, Rt, settings,
                                                                         settings.seed + 1)
@@ -134,7 +135,6 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSetti
                              torch.arange(P).repeat(Rt)[show].to(data.device)).cpu()
         zt, st = enc_test.z.flatten(0, 1), enc_test.s.flatten(0, 1)
         test_identity = enc_test.rows.repeat_interleave(P)  # identity_all labels are dataset rows
-        images_row = test_identity
         images_pose = torch.arange(P).repeat(Rt)
         for name, src, dst in (("s_to_z", "s", "z"), ("z_to_s", "z", "s")):
             xs_tr, ys_tr = getattr(enc_train, src).flatten(0, 1), getattr(enc_train, dst).flatten(0, 1)
@@ -142,7 +142,7 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSetti
             res = fit_predictor(xs_tr, ys_tr, xs_te, ys_te, settings.probe, settings.seed + 4)
             pred = res.predict(xs_te)
             z_use, s_use = (pred, st) if name == "s_to_z" else (zt, pred)
-            regen = _image_mse(model, data, z_use, s_use, images_row, images_pose, settings.batch_size)
+            regen = _image_mse(model, data, z_use, s_use, test_identity, images_pose, settings.batch_size)
             metrics["predictors"][name] = {
                 "train_loss": res.train_loss, "val_loss": res.test_loss, "val_r2": r2_score(pred, ys_te),
                 "regeneration_mse": regen, "epochs": res.epochs, "n_train": len(xs_tr), "n_val": len(xs_te)}
@@ -156,7 +156,7 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSetti
                                                settings.figure_scale), tmp / f"predictor_{name}.png")
         figures.save_png(figures.tile_grid(x_show.view(4, 8, 3, 60, 60), settings.figure_scale),
                          tmp / "predictor_original.png")
-        metrics["predictors"]["reconstruction_mse"] = _image_mse(model, data, zt, st, images_row, images_pose,
+        metrics["predictors"]["reconstruction_mse"] = _image_mse(model, data, zt, st, test_identity, images_pose,
                                                                  settings.batch_size)
 
         # 3. Ground-truth swaps among test characters.
@@ -178,7 +178,7 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSetti
         metrics["style_grid"] = figs
         metrics["settings"] = asdict(settings)
         metrics["data"] = {"path": str(data_path), **fp}
-        metrics["run"] = {"steps": meta.get("total_steps"), "train_wall_s": _train_wall(run_dir),
+        metrics["run"] = {"steps": meta.get("total_steps"), "train_wall_s": last_metric(run_dir / "metrics.csv", "wall_s"),
                           "parameters": meta.get("parameters"), "precision": meta.get("precision")}
         metrics["eval_wall_s"] = round(time.perf_counter() - t0, 1)
         write_json(tmp / "metrics.json", metrics)
@@ -248,12 +248,3 @@ def _read_meta(run_dir: Path) -> dict:
     import json
     read_run_config(run_dir)  # validates config.json
     return json.loads((run_dir / "config.json").read_text())
-
-
-def _train_wall(run_dir: Path) -> float | None:
-    from ccvae.train import read_metrics
-    path = run_dir / "metrics.csv"
-    if not path.is_file():
-        return None
-    rows = read_metrics(path)
-    return rows[-1]["wall_s"] if rows else None
