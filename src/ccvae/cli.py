@@ -140,7 +140,7 @@ def _run(args: argparse.Namespace) -> int:
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="packed .npz (default: $CCVAE_DATA, then $CCVAE_HOME/sprites60.npz)")
     p.add_argument("--preset", default="paper", choices=("paper", "quick", "smoke"),
-                   help="paper: the reference run; quick: ~30 min on a 2-core CPU; smoke: seconds")
+                   help="paper: the reference run; quick: ~35 min on a 2-core CPU; smoke: seconds")
     p.add_argument("--config", help="TOML file with [model] and [train] tables, applied over the preset")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any config field, e.g. --set train.lr=5e-4 --set model.norm=batch")
