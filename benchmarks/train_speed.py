@@ -174,7 +174,7 @@ def main() -> None:
             xa, xb = next(singles).to(device), next(singles).to(device)
             z = torch.randn(B, cfg.model.style_dim, device=device)
             opt_rev.zero_grad()
-            losses("reverse", xa, xb, z).backward()
+            losses("reverse", xa, xb, z)[0].backward()
             opt_rev.step()
 
         for _ in range(2):

@@ -169,3 +169,97 @@ window.addEventListener('load', () => {
                           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
                           probe.as_uri()], capture_output=True, text=True, timeout=120)
     assert f'data-images="{n_img}/{n_img}"' in res.stdout, res.stderr[-2000:]
+
+
+def _planted(identity_in_active: bool, R: int = 20, P: int = 60, seed: int = 0):
+    """Encodings whose z holds pose in two active dimensions and identity either in four collapsed ones
+    (mean offsets of ~1e-3, sigma 1: what sampling drowns) or in an active one (spread 1, sigma 0.05)."""
+    from ccvae.evaluate.encode import Encodings
+
+    g = torch.Generator().manual_seed(seed)
+    pose = torch.randn(P, 2, generator=g)
+    ident = torch.randn(R, 4, generator=g)
+    mu = torch.zeros(R, P, 6)
+    logvar = torch.zeros(R, P, 6)
+    mu[:, :, :2] = pose[None]
+    logvar[:, :, :2] = math.log(0.05 ** 2)
+    if identity_in_active:
+        mu[:, :, 2:] = ident[:, None, :]
+        logvar[:, :, 2:] = math.log(0.05 ** 2)
+    else:
+        mu[:, :, 2:] = 1e-3 * ident[:, None, :]
+    return Encodings(torch.arange(R), mu, torch.randn(R, P, 3, generator=g), logvar)
+
+
+@pytest.mark.parametrize("active", [False, True])
+def test_leakage_probes_see_what_sampling_passes_on(active):
+    from ccvae.evaluate.latents import latent_stats
+    from ccvae.evaluate.runner import _pose_split, classifier_task
+
+    enc = _planted(active)
+    R, P = enc.z.shape[:2]
+    mask = _pose_split(R, P, 0.8, torch.Generator().manual_seed(0))
+    labels = torch.arange(R)[:, None].expand(R, P)
+    res, _ = classifier_task(enc, labels, mask, R, EvalSettings(probe=ProbeSettings(max_epochs=30)), seed=0)
+    chance = 1 / R
+    assert res["z_mean_std"]["test_acc"] > 0.9  # standardising blows the residue up: "leakage"
+    if active:
+        assert res["z"]["test_acc"] > 0.9 and res["z_mean"]["test_acc"] > 0.9
+    else:
+        assert res["z"]["test_acc"] < 2.5 * chance  # sampled z: what the decoder gets holds no identity
+    stats = latent_stats(enc.z.flatten(0, 1), enc.z_logvar.flatten(0, 1))
+    assert stats["active_units"] == (6 if active else 2)
+
+
+def test_active_units_exact():
+    from ccvae.evaluate.latents import latent_stats
+
+    g = torch.Generator().manual_seed(1)
+    n = 20_000
+    scales = torch.tensor([1.0, 0.3, 0.15, 0.05, 0.0])  # variances 1, 0.09, 0.0225, 0.0025, 0
+    mu = torch.randn(n, 5, generator=g) * scales
+    mu = (mu - mu.mean(0)) / mu.std(0, unbiased=False).clamp_min(1e-12) * scales  # exact variances
+    stats = latent_stats(mu, torch.zeros(n, 5))
+    assert stats["active_units"] == 3 and stats["active"] == [0, 1, 2]
+    kl = 0.5 * scales ** 2  # KL(N(mu, 1) || N(0, 1)) = mu^2 / 2, averaged: var / 2
+    assert torch.allclose(torch.tensor(stats["kl_per_dim"], dtype=torch.float64), kl.double(), atol=1e-4)
+
+
+def test_probe_fits_672_separable_classes():
+    """The identity_all probe must be able to fit: 672 well-separated classes reach >= 99 % train and test."""
+    g = torch.Generator().manual_seed(2)
+    n_classes, per, d = 672, 14, 64
+    centres = torch.randn(n_classes, d, generator=g) * 3
+    y = torch.arange(n_classes).repeat_interleave(per)
+    x = centres[y] + 0.3 * torch.randn(len(y), d, generator=g)
+    test = (torch.arange(len(y)) % per) >= per - 3  # 3 of each class held out
+    res = fit_classifier(x[~test], y[~test], x[test], y[test], n_classes, ProbeSettings(), seed=0)
+    assert res.train_acc >= 0.99 and res.test_acc >= 0.99, (res.train_acc, res.test_acc, res.epochs)
+
+
+def test_learning_curve_scores_every_kept_checkpoint(tmp_path, data):
+    from ccvae.evaluate.curve import kept_checkpoints
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--preset", "smoke", "--out", str(run), "--quiet", "--device", "cpu",
+                 "--max-steps", "280"]) == 0
+    assert [p.name for p in kept_checkpoints(run)] == ["epoch_1.pt", "last.pt"]  # 12 * 178 // 8 = 267 steps an epoch
+    settings = EvalSettings(probe=ProbeSettings(max_epochs=2, patience=1), n_swaps=100, figure_scale=1,
+                            checkpoints=True, curve_probe=ProbeSettings(max_epochs=2, patience=1))
+    m = evaluate_run(run, data, settings, log=lambda msg: None)
+    rows = m["learning_curve"]
+    assert [r["step"] for r in rows] == [267, 280]
+    assert all(0 <= r["identity_heldout_s"] <= 1 and r["swap_psnr"] > 0 and r["wall_s"] > 0 for r in rows)
+    assert (run / "eval" / "learning_curve.png").is_file()
+
+
+def test_report_opens_with_grid_and_headline_numbers(run):
+    text = build_report(run).read_text()
+    first_table = text.index("<table")
+    head = text[:first_table]
+    assert 'alt="style_transfer.png"' in head
+    for label in ("ground-truth swap PSNR", "identity of unseen characters from s", "identity from sampled z",
+                  "pose from sampled z"):
+        assert label in head, label
+    for label in ("z (sampled)", "z mean (raw)", "z mean (standardised)", "active z dimensions"):
+        assert label in text, label

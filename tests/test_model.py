@@ -63,7 +63,7 @@ def test_every_parameter_gets_a_gradient_from_the_forward_cycle():
 
 def test_reverse_cycle_updates_encoder_only():
     cfg, model, losses = _setup()
-    opt_fwd, opt_rev, _ = make_optimizers(model, cfg, fast=True)
+    opt_fwd, opt_rev = make_optimizers(model, cfg, fast=True)
     g = torch.Generator().manual_seed(2)
     # Give the decoder stale gradients, as after a forward-cycle step: the reverse step must not use them.
     losses("forward", torch.rand(4, 3, 60, 60), torch.rand(4, 3, 60, 60), torch.randn(8, 6))[0].backward()
@@ -71,7 +71,7 @@ def test_reverse_cycle_updates_encoder_only():
     enc_before = copy.deepcopy(model.encoder.state_dict())
     opt_rev.zero_grad(set_to_none=True)
     rev = losses("reverse", torch.rand(4, 3, 60, 60, generator=g), torch.rand(4, 3, 60, 60, generator=g),
-                 torch.randn(4, 6, generator=g))
+                 torch.randn(4, 6, generator=g))[0]
     rev.backward()
     opt_rev.step()
     for k, v in model.decoder.state_dict().items():
@@ -108,9 +108,8 @@ def test_forward_cycle_swaps_identity():
 def _grads(losses, model, mode, *args):
     model.zero_grad(set_to_none=True)
     out = losses(mode, *args)
-    loss = out[0] if mode == "forward" else out
-    loss.backward()
-    vals = torch.stack([t.detach() for t in out]) if mode == "forward" else loss.detach()[None]
+    out[0].backward()
+    vals = torch.stack([t.detach() for t in out])
     return vals, {k: (p.grad.clone() if p.grad is not None else None) for k, p in model.named_parameters()}
 
 
@@ -139,7 +138,7 @@ def test_fast_path_matches_plain_path():
     states = {}
     for fast_opt in (True, False):
         _, m, _ = _setup(seed=7)
-        opt_fwd, _, _ = make_optimizers(m, cfg, fast=fast_opt)
+        opt_fwd, _ = make_optimizers(m, cfg, fast=fast_opt)
         gg = torch.Generator().manual_seed(8)
         for _ in range(5):
             for p in m.parameters():
@@ -179,7 +178,7 @@ def test_reverse_cycle_leaves_batch_norm_running_stats():
     losses = CycleLosses(model, cfg.train)
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     before = [m.running_mean.clone() for m in bns]
-    losses("reverse", torch.rand(4, 3, 60, 60), torch.rand(4, 3, 60, 60), torch.randn(4, 6)).backward()
+    losses("reverse", torch.rand(4, 3, 60, 60), torch.rand(4, 3, 60, 60), torch.randn(4, 6))[0].backward()
     assert all(torch.equal(m.running_mean, b) for m, b in zip(bns, before, strict=True))
     assert all(m.momentum == 0.1 for m in bns)  # restored
     losses("forward", torch.rand(4, 3, 60, 60), torch.rand(4, 3, 60, 60), torch.randn(8, 6))[0].backward()

@@ -58,7 +58,7 @@ def test_smoke_run_folder(tmp_path, capsys, tiny_npz):
     assert "done: 20 steps" in (run / "log.txt").read_text()
     assert (run / "checkpoints" / "last.pt").is_file()
     state = load_checkpoint(run / "checkpoints" / "last.pt")
-    assert state["step"] == 20 and {"opt_fwd", "opt_rev", "sched", "rng"} <= set(state)
+    assert state["step"] == 20 and {"opt_fwd", "opt_rev", "rng"} <= set(state)
     model, cfg2 = load_run(run)
     mu, logvar, s = model.encode(torch.rand(2, 3, 60, 60))
     assert model.decode(mu, s).shape == (2, 3, 60, 60) and cfg2.model.style_dim == 8
@@ -70,7 +70,7 @@ def test_epoch_checkpoints(tmp_path, capsys, tiny_npz):
                              "train.checkpoint_every=1000")
     assert code == 0, err
     names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
-    assert names == ["epoch_1.pt", "last.pt"]
+    assert names == ["epoch_1.pt", "last.prev.pt", "last.pt"]
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "epoch_1.pt")["step"] == 133
 
 
@@ -119,6 +119,7 @@ def test_nan_stops_with_step_and_term(tmp_path, tiny_npz, monkeypatch):
 
     cfg = build_config("smoke", overrides=["train.checkpoint_every=2", "train.log_every=1"])
     run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
     prepare_run_dir(run, resume=False)
     trainer = Trainer(cfg, load_dataset(tiny_npz), run, torch.device("cpu"), quiet=True)
     orig = CycleLosses.forward_cycle
@@ -153,12 +154,12 @@ def test_bad_inputs(tmp_path, capsys, tiny_npz):
     code, _, err = train_cli(capsys, tiny_npz, tmp_path / "run")
     assert code == 0, err
     before = (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes()
-    assert_clean_error(*train_cli(capsys, tiny_npz, tmp_path / "run")[::2], "already exists", "--resume")
+    assert_clean_error(*train_cli(capsys, tiny_npz, tmp_path / "run")[::2], "already holds a trained run", "--resume")
     assert (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes() == before
     # --resume without a checkpoint.
     (tmp_path / "empty").mkdir()
     assert_clean_error(*cli(capsys, "train", "--data", str(tiny_npz), "--out", str(tmp_path / "empty"),
-                            "--resume")[::2], "no checkpoints/last.pt")
+                            "--resume")[::2], "no checkpoint to resume from", "without --resume")
 
 
 @pytest.mark.parametrize("damage", ["truncated", "foreign", "mismatch"])
@@ -201,3 +202,58 @@ def test_ddp_two_processes(tmp_path, tiny_npz):
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["world_size"] == 2 and len(state["rng"]) == 2
     assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_lr_schedules_and_kl_warmup():
+    from ccvae.train import lr_factor
+
+    t = build_config("quick").train
+    assert lr_factor(t, 0, 2781, 10_000) == 1.0
+    assert lr_factor(t, 3 * 2781 - 1, 2781, 10_000) == 1.0 and lr_factor(t, 3 * 2781, 2781, 10_000) == 0.2
+    c = build_config("quick", overrides=["train.lr_schedule=cosine"]).train
+    assert lr_factor(c, 0, 2781, 10_000) == 1.0 and abs(lr_factor(c, 5_000, 2781, 10_000) - 0.5) < 1e-12
+    assert lr_factor(c, 10_000, 2781, 10_000) < 1e-12
+
+
+def test_reverse_options_train_and_resume_identically(tmp_path, capsys, tiny_npz):
+    """Posterior z, running statistics, every-other-step reverse cycle and KL warm-up: a resumed run equals
+    an uninterrupted one, and the eval-mode reverse-cycle L1 is logged. (Not the cosine schedule here: it
+    spans the run's total steps, which this test changes on resume; lr_factor is tested on its own.)"""
+    opts = ["--set", "train.reverse_z=posterior", "--set", "train.reverse_norm_stats=running", "--set",
+            "train.reverse_every=2", "--set", "train.kl_warmup_steps=10",
+            "--set", "model.norm=batch", "--set", "model.dec_norm=batch", "--max-steps", "30"]
+    assert train_cli(capsys, tiny_npz, tmp_path / "a", *opts)[0] == 0
+    assert train_cli(capsys, tiny_npz, tmp_path / "b", *opts[:-1], "15")[0] == 0
+    assert cli(capsys, "train", "--data", str(tiny_npz), "--out", str(tmp_path / "b"), "--resume", "--max-steps",
+               "30", "--quiet", "--device", "cpu")[0] == 0
+    a, b = (load_checkpoint(tmp_path / r / "checkpoints" / "last.pt")["model"] for r in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with open(tmp_path / "a" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert all(float(r["reverse_cycle_eval"]) >= 0 for r in rows)
+
+
+def test_kill9_at_random_moments_then_resume(tmp_path, tiny_npz):
+    """kill -9 at five random moments, each followed by --resume: the weights equal an uninterrupted run's."""
+    import random
+
+    steps = ["--max-steps", "120", "--set", "train.checkpoint_every=7"]
+    base = [sys.executable, "-m", "ccvae", "train", "--data", str(tiny_npz), "--preset", "smoke", "--quiet",
+            "--device", "cpu"]
+    ref = tmp_path / "ref"
+    subprocess.run([*base, "--out", str(ref), *steps], env=ENV, check=True, capture_output=True)
+    run = tmp_path / "run"
+    resume = [sys.executable, "-m", "ccvae", "train", "--data", str(tiny_npz), "--out", str(run), "--resume",
+              "--max-steps", "120", "--quiet", "--device", "cpu"]
+    # Fresh until a checkpoint exists (a folder killed before its first one is simply reused), then --resume.
+    command = lambda: resume if (run / "checkpoints" / "last.pt").is_file() else [*base, "--out", str(run), *steps]  # noqa: E731
+    rng = random.Random(0)
+    for _ in range(5):
+        proc = subprocess.Popen(command(), env=ENV, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(1.0, 4.0))  # from start-up to mid-training
+        proc.kill()
+        proc.wait()
+    subprocess.run(command(), env=ENV, check=True, capture_output=True)
+    a = load_checkpoint(ref / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import numbers
+import os
 import pickle
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +23,64 @@ FORMAT = "ccvae-checkpoint-v1"
 REQUIRED = ("format", "config", "model", "step")
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write ``state`` (tensors, dicts, lists, numbers, strings only) atomically."""
+def previous_path(path: str | Path) -> Path:
+    """Where ``save_checkpoint`` keeps the checkpoint that ``path`` replaced: ``last.pt`` -> ``last.prev.pt``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any], keep_previous: bool = True) -> None:
+    """Write ``state`` (tensors, dicts, lists, numbers, strings only) atomically.
+
+    The file it replaces is kept as ``previous_path(path)``, so a checkpoint damaged on disk later
+    still leaves one to go back to. A full or read-only disk is a ``UserError``; the old files stay.
+    """
+    path = Path(path)
     state = {"format": FORMAT, "ccvae_version": __version__, **state}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+            if keep_previous and path.is_file():
+                # A hard link then a rename: at every moment both names hold a complete file.
+                prev, link = previous_path(path), path.with_name(f".{path.name}.prev-link")
+                link.unlink(missing_ok=True)
+                os.link(path, link)
+                os.replace(link, prev)
+    except (OSError, RuntimeError) as e:  # torch.save reports ENOSPC as a RuntimeError from its zip writer
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: cannot write the checkpoint ({first[:160]}); the last good checkpoint is kept") from None
+
+
+def verify_zip(path: Path) -> None:
+    """Check every member's CRC-32: ``torch.load`` does not, so flipped bytes would load silently."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError, zlib.error) as e:
+        raise UserError(f"{path}: truncated or damaged checkpoint ({type(e).__name__}: {str(e)[:120]}){_fallback_hint(path)}") from None
+    if bad is not None:
+        raise UserError(f"{path}: damaged checkpoint (CRC mismatch in {bad}){_fallback_hint(path)}")
+
+
+def _fallback_hint(path: Path) -> str:
+    prev = previous_path(path)
+    if path.name == "last.pt" and prev.is_file():
+        return f"; the previous checkpoint is {prev}: copy it over {path.name} to resume from it"
+    return ""
+
+
+# What a checkpoint's top-level fields must be, beyond the required keys' presence.
+FIELD_TYPES = {"config": dict, "model": dict, "step": numbers.Integral, "wall_s": numbers.Real,
+               "opt_fwd": dict, "opt_rev": dict, "rng": list, "world_size": numbers.Integral}
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; a truncated or foreign file is a ``UserError``."""
+    """Load a checkpoint with ``weights_only=True`` after checking its CRCs; a damaged, truncated or
+    foreign file, or one whose fields have the wrong types, is a ``UserError``."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint")
+    verify_zip(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
@@ -39,6 +88,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: truncated or unreadable checkpoint ({first[:200]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or any(k not in state for k in REQUIRED):
         raise UserError(f"{path}: not a ccvae checkpoint")
+    for key, typ in FIELD_TYPES.items():
+        if key in state and (not isinstance(state[key], typ) or isinstance(state[key], bool)):
+            raise UserError(f"{path}: field '{key}' is {type(state[key]).__name__}, expected {typ.__name__}")
+    if state["step"] < 0:
+        raise UserError(f"{path}: field 'step' is negative")
     return state
 
 

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import re
+import signal
 import sys
 from pathlib import Path
 
+from ccvae import __version__
 from ccvae.errors import UserError
+
+EXIT_CODES = """exit codes:
+  0    success
+  2    bad input (a file, an option, a config value), a full or read-only disk, or out of memory:
+       one line on stderr naming what is wrong; nothing is left half-written
+  3    training diverged (a NaN or Inf loss); the last good checkpoint is kept
+  130  interrupted (Ctrl-C or SIGTERM); training saves a checkpoint first (continue with --resume)
+"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,18 +61,22 @@ def _default_run_dir(preset: str) -> Path:
     return Path("runs") / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def _check_resume_args(args: argparse.Namespace) -> None:
+    if not args.out:
+        raise UserError("--resume needs --out RUN_DIR (the run to continue)")
+    changed = [f for f in ("config", "set", "seed") if getattr(args, f)] + (
+        ["preset"] if args.preset != "paper" else [])
+    if changed:
+        raise UserError(f"--resume continues a run with its own config; drop --{changed[0].replace('_', '-')} "
+                        "(only --epochs and --max-steps may change)")
+
+
 def _train(args: argparse.Namespace) -> int:
     from ccvae.data.paths import resolve_data_path
     from ccvae.train import train
 
     if args.resume:
-        if not args.out:
-            raise UserError("--resume needs --out RUN_DIR (the run to continue)")
-        changed = [f for f in ("config", "set", "seed") if getattr(args, f)] + (
-            ["preset"] if args.preset != "paper" else [])
-        if changed:
-            raise UserError(f"--resume continues a run with its own config; drop --{changed[0].replace('_', '-')} "
-                            "(only --epochs and --max-steps may change)")
+        _check_resume_args(args)
         cfg = None
         overrides = {k: v for k, v in (("epochs", args.epochs), ("max_steps", args.max_steps)) if v is not None}
     else:
@@ -79,12 +94,13 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from ccvae.data.paths import resolve_data_path
-    from ccvae.evaluate.runner import evaluate_run
+    from ccvae.evaluate.runner import EvalSettings, evaluate_run
     from ccvae.hardware import resolve_device
 
     data = resolve_data_path(args.data)
     log = (lambda msg: None) if args.quiet else (lambda msg: print(f"evaluate: {msg}", file=sys.stderr))
-    m = evaluate_run(args.run_dir, data, device=resolve_device(args.device), log=log)
+    settings = EvalSettings(checkpoints=args.checkpoints)
+    m = evaluate_run(args.run_dir, data, settings, device=resolve_device(args.device), log=log)
     print(Path(args.run_dir) / "eval" / "metrics.json")
     if not args.quiet:
         _print_summary(m)
@@ -92,10 +108,15 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _print_summary(m: dict) -> None:
-    c, sw = m["classifiers"], m["swap"]
+    c, sw, lat = m["classifiers"], m["swap"], m["latents"]
+    print("  test accuracy %      s      z (sampled)  z mean  z mean std.  chance", file=sys.stderr)
     for task in ("identity_all", "identity_heldout", "pose"):
-        print(f"  {task:17s} s acc {100 * c[task]['s']['test_acc']:6.2f} %   z acc {100 * c[task]['z']['test_acc']:6.2f} %"
-              f"   (chance {100 * c[task]['chance']:.2f} %)", file=sys.stderr)
+        t = c[task]
+        print(f"  {task:17s} {100 * t['s']['test_acc']:6.2f}  {100 * t['z']['test_acc']:8.2f}    "
+              f"{100 * t['z_mean']['test_acc']:6.2f}  {100 * t['z_mean_std']['test_acc']:8.2f}    "
+              f"{100 * t['chance']:.2f}", file=sys.stderr)
+    print(f"  z active units {lat['active_units']} of {lat['dims']} (variance of the mean > {lat['active_threshold']}); "
+          f"KL {lat['kl_total']:.2f} nats", file=sys.stderr)
     print(f"  swap PSNR {sw['swap_psnr']:.2f} dB (MSE {sw['swap_mse']:.5f}); reconstruction PSNR "
           f"{sw['reconstruction_psnr']:.2f} dB", file=sys.stderr)
 
@@ -111,12 +132,14 @@ def _run(args: argparse.Namespace) -> int:
     """prepare (if needed) -> train -> evaluate -> report."""
     from ccvae.data.paths import candidate_data_path, ccvae_home
     from ccvae.data.prepare import prepare
-    from ccvae.evaluate.runner import evaluate_run
+    from ccvae.evaluate.runner import EvalSettings, evaluate_run
     from ccvae.hardware import resolve_device
     from ccvae.report import build_report
     from ccvae.train import train
 
-    cfg = _train_config(args)
+    if args.resume:
+        _check_resume_args(args)
+    cfg = None if args.resume else _train_config(args)
     data = candidate_data_path(args.data)
     if not data.is_file():
         if args.data:
@@ -124,12 +147,14 @@ def _run(args: argparse.Namespace) -> int:
         print(f"data not found at {data}; preparing it", file=sys.stderr)
         prepare(None, data, cache=ccvae_home(), quiet=args.quiet)
     run_dir = Path(args.out) if args.out else _default_run_dir(args.preset)
-    result = train(cfg, data, run_dir, args.device, quiet=args.quiet)
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("max_steps", args.max_steps)) if v is not None}
+    result = train(cfg, data, run_dir, args.device, resume=args.resume, quiet=args.quiet,
+                   resume_overrides=overrides if args.resume else None)
     if result.interrupted:
-        print(f"interrupted; resume with: ccvae train --out {run_dir} --resume", file=sys.stderr)
+        print(f"interrupted; finish it with: ccvae run --out {run_dir} --resume", file=sys.stderr)
         return 130
     log = (lambda msg: None) if args.quiet else (lambda msg: print(f"evaluate: {msg}", file=sys.stderr))
-    m = evaluate_run(run_dir, data, device=resolve_device(args.device), log=log)
+    m = evaluate_run(run_dir, data, EvalSettings(checkpoints=True), device=resolve_device(args.device), log=log)
     if not args.quiet:
         _print_summary(m)
     report = build_report(run_dir)
@@ -139,22 +164,27 @@ def _run(args: argparse.Namespace) -> int:
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="packed .npz (default: $CCVAE_DATA, then $CCVAE_HOME/sprites60.npz)")
-    p.add_argument("--preset", default="paper", choices=("paper", "quick", "smoke"),
-                   help="paper: the reference run; quick: ~35 min on a 2-core CPU; smoke: seconds")
+    p.add_argument("--preset", default="paper",
+                   choices=("paper", "paper-z512-s64", "paper-z1024-s512", "quick", "smoke"),
+                   help="paper: the reference run (z 512 / s 512, 150 epochs); paper-z512-s64, paper-z1024-s512: "
+                        "the paper's Table 1 rows; quick: 10,000 steps, 15-40 min on a 2-core CPU; smoke: seconds")
     p.add_argument("--config", help="TOML file with [model] and [train] tables, applied over the preset")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any config field, e.g. --set train.lr=5e-4 --set model.norm=batch")
     p.add_argument("--out", help="run folder (default: runs/<preset>-<time>)")
     p.add_argument("--epochs", type=int, help="= --set train.epochs=N")
     p.add_argument("--max-steps", type=int, help="= --set train.max_steps=N (0: no cap)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="auto: cuda when available, else cpu")
     p.add_argument("--seed", type=int, help="= --set train.seed=N")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="ccvae", description="Cycle-consistent VAE on 2D Sprites (Jha et al., ECCV 2018).")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = _Parser(prog="ccvae", description="Cycle-consistent VAE on 2D Sprites (Jha et al., ECCV 2018).",
+                epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"ccvae {__version__}")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
     data = sub.add_parser("data", help="prepare and inspect the 2D Sprites data")
     dsub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
@@ -162,47 +192,98 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--source", help="URL, nips2015-analogy-data.tar.gz, or a folder of sprites_*.mat "
                                        "(default: download the upstream tarball)")
     prep.add_argument("--out", help="output .npz (default: $CCVAE_HOME/sprites60.npz)")
-    prep.add_argument("--md5", help="expected MD5 of the tarball (default for downloads: the upstream one)")
-    prep.add_argument("--workers", type=int, default=None, help="parallel readers (default: CPU count)")
-    prep.add_argument("--quiet", action="store_true")
+    prep.add_argument("--md5", help="expected MD5 of a tarball or URL source, any case (default for downloads: the "
+                                    "upstream one); refused with a folder source")
+    prep.add_argument("--workers", type=int, default=None, help="parallel readers (default: CPU count, at most 8)")
+    prep.add_argument("--quiet", action="store_true", help="no progress bars")
     prep.set_defaults(func=_data_prepare)
     info = dsub.add_parser("info", help="summarise a packed file")
     info.add_argument("--data", help="packed .npz (default: $CCVAE_DATA, then $CCVAE_HOME/sprites60.npz)")
     info.set_defaults(func=_data_info)
-    tr = sub.add_parser("train", help="train the cycle-consistent VAE")
+    tr = sub.add_parser("train", help="train the cycle-consistent VAE", epilog=EXIT_CODES,
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="Train a run into --out. The default preset is the paper's full 150-epoch run "
+                                    "(hours on a GPU, days on a CPU); --preset quick gives a real result in about "
+                                    "15-40 minutes on a 2-core CPU.")
     _add_train_args(tr)
-    tr.add_argument("--resume", action="store_true", help="continue RUN_DIR from checkpoints/last.pt")
+    tr.add_argument("--resume", action="store_true",
+                    help="continue the run in --out from its checkpoints/last.pt with its own config; only "
+                         "--epochs and --max-steps may change (to a target at or past the current step)")
     tr.set_defaults(func=_train)
 
     ev = sub.add_parser("evaluate", help="probes, swap metrics and figures of a trained run -> RUN_DIR/eval/")
-    ev.add_argument("run_dir")
+    ev.add_argument("run_dir", help="a run folder written by ccvae train")
     ev.add_argument("--data", help="packed .npz (default: $CCVAE_DATA, then $CCVAE_HOME/sprites60.npz)")
-    ev.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    ev.add_argument("--quiet", action="store_true")
+    ev.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                    help="auto: cuda when available, else cpu")
+    ev.add_argument("--quiet", action="store_true", help="no progress messages or summary")
+    ev.add_argument("--checkpoints", action="store_true",
+                    help="also score every kept checkpoint with fast probes and the swap PSNR (learning curve)")
     ev.set_defaults(func=_evaluate)
 
     rp = sub.add_parser("report", help="write RUN_DIR/report/index.html from the run folder")
-    rp.add_argument("run_dir")
+    rp.add_argument("run_dir", help="a run folder with eval/ (see ccvae evaluate)")
     rp.set_defaults(func=_report)
 
-    rn = sub.add_parser("run", help="the main job: prepare data if missing, train, evaluate, report")
+    rn = sub.add_parser("run", help="the main job: prepare data if missing, train, evaluate, report",
+                        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_train_args(rn)
+    rn.add_argument("--resume", action="store_true",
+                    help="finish an interrupted 'ccvae run --out RUN_DIR': resume its training, then evaluate and report")
     rn.set_defaults(func=_run)
     return p
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C, so every cleanup (finally) runs
+
+
+def _one_line(message: str) -> str:
+    """A multi-line message from a library, folded into one line."""
+    return "; ".join(part.strip(" -") for part in str(message).splitlines() if part.strip(" -")) or "error"
+
+
+def _out_of_memory(e: BaseException) -> str | None:
+    """The one-line report of an allocation failure, or None when ``e`` is something else."""
+    text = str(e)
+    if not isinstance(e, MemoryError) and not re.search(r"can't allocate memory|out of memory|Unable to allocate", text):
+        return None
+    asked = re.search(r"allocate (\d+) bytes", text)
+    size = f" ({int(asked.group(1)) / 1e9:.1f} GB asked for)" if asked else ""
+    hint = re.search(r"Unable to allocate ([\d.]+ \w+)", text)
+    size = size or (f" ({hint.group(1)} asked for)" if hint else "")
+    return f"out of memory{size}; use a smaller train.batch_size or free memory"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The ``ccvae`` command. Exit codes: see ``EXIT_CODES``."""
     try:
+        signal.signal(signal.SIGTERM, _interrupt)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "command", None):
+            parser.print_usage(sys.stderr)
+            print("ccvae: error: choose a command (ccvae --help lists them)", file=sys.stderr)
+            return 2
         return args.func(args)
+    except KeyboardInterrupt:
+        print("ccvae: interrupted", file=sys.stderr)
+        return 130
     except UserError as e:
         from ccvae.train import TrainingDiverged
 
         if isinstance(e, TrainingDiverged):
-            print(f"ccvae: training diverged: {e}", file=sys.stderr)
+            print(f"ccvae: training diverged: {_one_line(e)}", file=sys.stderr)
             return 3
-        print(f"ccvae: error: {e}", file=sys.stderr)
+        print(f"ccvae: error: {_one_line(e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("ccvae: interrupted", file=sys.stderr)
-        return 130
+    except OSError as e:  # a full or read-only disk, a folder where a file was expected, ...
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"ccvae: error: {where}{_one_line(e.strerror or e)}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as e:
+        oom = _out_of_memory(e)
+        if oom is None:
+            raise
+        print(f"ccvae: error: {oom}", file=sys.stderr)
+        return 2

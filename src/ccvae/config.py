@@ -6,6 +6,7 @@ No global config: a ``Config`` is built once by the CLI and passed down.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +19,9 @@ from ccvae.errors import UserError
 from ccvae.model import ModelConfig
 
 PRECISIONS = ("auto", "fp32", "bf16")
+LR_SCHEDULES = ("step", "cosine")
+REVERSE_Z = ("prior", "posterior")
+NORM_STATS = ("batch", "running")
 
 
 @dataclass
@@ -30,11 +34,16 @@ class TrainConfig:
     batch_size: int = 64
     epochs: int = 150
     max_steps: int = 0  # 0: no cap; else stop after this many steps in all
+    lr_schedule: str = "step"  # step: x lr_decay_factor every lr_decay_epochs; cosine: to 0 over the run
     lr_decay_epochs: int = 80  # authors' code: step decay x0.1 after epoch 80
     lr_decay_factor: float = 0.1
     reconstruction_coef: float = 2.0
     reverse_cycle_coef: float = 10.0
     kl_coef: float = 3.0
+    kl_warmup_steps: int = 0  # KL weight rises linearly from 0 over these steps (0: none, the paper)
+    reverse_z: str = "prior"  # z of the reverse cycle: prior N(0, I) (paper) or a posterior sample
+    reverse_every: int = 1  # run the reverse cycle every N steps (1: every step, the paper)
+    reverse_norm_stats: str = "batch"  # batch norm in the reverse cycle: batch or running statistics
     seed: int = 0
     precision: str = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16, else fp32
     log_every: int = 50  # steps between metrics rows (and host syncs on GPU)
@@ -69,6 +78,11 @@ class Config:
     def validate(self) -> None:
         """Raise ``UserError`` for out-of-range values, naming the field."""
         t = self.train
+        nonfinite = [f"{sec}.{k} must be a finite number, got {v}" for sec in ("model", "train")
+                     for k, v in dataclasses.asdict(getattr(self, sec)).items()
+                     if isinstance(v, float) and not math.isfinite(v)]
+        if nonfinite:  # the range checks below would let inf through
+            raise UserError("invalid config: " + "; ".join(nonfinite))
         errs = list(self.model.validate())
         checks = [
             (t.lr > 0, "train.lr must be > 0"),
@@ -79,6 +93,12 @@ class Config:
             (t.lr_decay_epochs >= 1, "train.lr_decay_epochs must be >= 1"),
             (0 < t.lr_decay_factor <= 1, "train.lr_decay_factor must be in (0, 1]"),
             (min(t.reconstruction_coef, t.reverse_cycle_coef, t.kl_coef) >= 0, "train coefficients must be >= 0"),
+            (t.lr_schedule in LR_SCHEDULES, f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}"),
+            (t.kl_warmup_steps >= 0, "train.kl_warmup_steps must be >= 0"),
+            (t.reverse_z in REVERSE_Z, f"train.reverse_z must be one of {', '.join(REVERSE_Z)}"),
+            (t.reverse_every >= 1, "train.reverse_every must be >= 1"),
+            (t.reverse_norm_stats in NORM_STATS, f"train.reverse_norm_stats must be one of {', '.join(NORM_STATS)}"),
+            (0 <= t.seed < 2**63, "train.seed must be in [0, 2**63)"),
             (t.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}"),
             (t.log_every >= 1, "train.log_every must be >= 1"),
             (t.checkpoint_every >= 1, "train.checkpoint_every must be >= 1"),
@@ -136,10 +156,17 @@ def parse_set(item: str) -> tuple[str, Any]:
 
 # Presets. ``quick``: about 35 minutes of training and evaluation on a 2-core CPU; ``smoke``: tests.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # The reference re-implementation's run: z 512 / s 512 (its published hyperparameters).
     "paper": {},
+    # The two Sprites rows of the paper's Table 1 (z 512 / s 64 and z 1024 / s 512), same network and schedule.
+    "paper-z512-s64": {"model": {"style_dim": 512, "class_dim": 64}},
+    "paper-z1024-s512": {"model": {"style_dim": 1024, "class_dim": 512}},
     "quick": {
-        # Sized for a 2-core CPU: 0.16-0.20 s per step here, 10,000 steps in 27-33 minutes.
-        # Batch norm, batch 32 and lr 1e-3 learned fastest in 2-minute pilots (swap PSNR, s centroid accuracy).
+        # Sized for a 2-core CPU: 0.16-0.20 s per step on AVX2-only machines (10,000 steps in 27-33 minutes),
+        # 0.06 s on a Zen 5 with AVX512-BF16 (about 11 minutes). Batch norm, batch 32 and lr 1e-3 learned fastest
+        # in 2-minute pilots; the 16-variant study of docs/quick-study.md (KL 0.3-3, posterior z and running
+        # statistics in the reverse cycle, cosine schedule, wider decoder, batch 64, z 32 / s 128, no encoder
+        # norm, KL warm-up) found nothing better at this budget, so these stay.
         # The encoder ends as the reference network's does (64, 128 channels: 512 features for the z and s
         # heads); with 32 channels there (128 features shared by z and s) identity from s lagged: after one
         # epoch 77.5 % identity_heldout from s instead of 88.4 %, for 6 % less time per step.

@@ -25,19 +25,31 @@ def _save_fig(fig, path: Path) -> None:
     plt.close(fig)
 
 
+def _num(v: str | None) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def plot_losses(metrics_csv: Path, out: Path) -> Path:
     """The three training losses and the learning rate against step (log scale), from metrics.csv."""
-    with open(metrics_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
+    with open(metrics_csv, newline="", encoding="utf-8", errors="replace") as f:
+        rows = [r for r in csv.DictReader(f) if None not in r and None not in r.values()]  # skip cut-short rows
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
     if rows:
-        step = np.array([float(r["step"]) for r in rows])
+        step = np.array([_num(r.get("step")) for r in rows])
         for ax, key, title in zip(axes, ("reconstruction", "kl", "reverse_cycle", "lr"),
                                   ("reconstruction (MSE x1' + MSE x2')", "KL (per pixel)", "reverse cycle (L1)",
                                    "learning rate"), strict=True):
-            y = np.array([float(r[key]) for r in rows])
-            ax.plot(step, y, lw=1.2)
-            if np.all(y > 0):
+            y = np.array([_num(r.get(key)) for r in rows])
+            ax.plot(step, y, lw=1.2, label="train mode")
+            if key == "reverse_cycle" and rows and "reverse_cycle_eval" in rows[0]:
+                y2 = np.array([_num(r.get("reverse_cycle_eval")) for r in rows])
+                ax.plot(step, y2, lw=1.2, label="eval mode")
+                ax.legend(fontsize=8)
+                y = np.concatenate([y, y2])
+            if np.all(y[np.isfinite(y)] > 0):
                 ax.set_yscale("log")
             ax.set_title(title, fontsize=10)
             ax.set_xlabel("step")
@@ -89,7 +101,7 @@ def plot_classifier_curves(curves: dict[str, dict[str, dict[str, list[float]]]],
     tasks = list(curves)
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.4), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
-        for latent, style in (("s", "-"), ("z", "--")):
+        for latent, style in (("s", "-"), ("z", "--"), ("z_mean_std", ":")):
             c = curves[task].get(latent)
             if not c:
                 continue
@@ -137,6 +149,51 @@ def plot_embeddings(s: np.ndarray, z: np.ndarray, identity: np.ndarray, pose: np
             ax.set_title(f"PCA of {name}, coloured by {label}", fontsize=10)
             ax.set_xticks([])
             ax.set_yticks([])
+    fig.tight_layout()
+    _save_fig(fig, out)
+    return out
+
+
+def plot_learning_curve(rows: list[dict], out: Path) -> Path:
+    """Fast probes and swap PSNR of each kept checkpoint, against step (top) and training wall time (bottom)."""
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    for r, (xkey, xlabel) in enumerate((("step", "training step"), ("wall_s", "training wall time (min)"))):
+        x = np.array([row[xkey] for row in rows], dtype=float) / (60.0 if xkey == "wall_s" else 1.0)
+        ax = axes[r, 0]
+        for key, label in (("identity_heldout_s", "identity (unseen) from s"),
+                           ("identity_heldout_z", "identity (unseen) from sampled z"),
+                           ("pose_z", "pose from sampled z")):
+            ax.plot(x, [row[key] for row in rows], "o-", label=label)
+        ax.set_ylim(0, 1.02)
+        ax.set_ylabel("test accuracy")
+        ax = axes[r, 1]
+        for key, label in (("swap_psnr", "ground-truth swap"), ("reconstruction_psnr", "reconstruction")):
+            ax.plot(x, [row[key] for row in rows], "o-", label=label)
+        ax.set_ylabel("PSNR (dB)")
+        for ax in axes[r]:
+            ax.set_xlabel(xlabel)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save_fig(fig, out)
+    return out
+
+
+def plot_heatmap(matrix: np.ndarray, rows: list[str], cols: list[str], title: str, out: Path,
+                 fmt: str = "{:.2f}", vmax: float | None = None, cmap: str = "viridis") -> Path:
+    """A labelled heat map with each cell's value written in it."""
+    m = np.asarray(matrix, dtype=float)
+    fig, ax = plt.subplots(figsize=(min(16.0, 2.0 + 0.62 * len(cols)), min(10.0, 1.2 + 0.3 * len(rows))))
+    im = ax.imshow(m, aspect="auto", cmap=cmap, vmin=0, vmax=vmax if vmax is not None else max(np.nanmax(m), 1e-9))
+    step = max(1, len(cols) // 40)  # label every k-th column of a wide map
+    ax.set_xticks(range(0, len(cols), step), cols[::step], rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    if m.size <= 400:
+        for (i, j), v in np.ndenumerate(m):
+            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7,
+                    color="white" if v < 0.6 * (vmax or np.nanmax(m) or 1) else "black")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.03)
     fig.tight_layout()
     _save_fig(fig, out)
     return out

@@ -15,6 +15,21 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def plain_mode(path: str | os.PathLike, directory: bool = False) -> None:
+    """Give ``path`` the mode a plain ``open()`` / ``mkdir()`` would under the user's umask.
+
+    ``mkstemp`` and ``mkdtemp`` create 0600 / 0700, which a rename would carry to the final name,
+    leaving a shared data file or a served report unreadable to others.
+    """
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temp path in the target's folder; rename it onto ``path`` on success.
@@ -28,6 +43,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        plain_mode(tmp_path)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -58,3 +74,51 @@ def file_digest(path: str | os.PathLike, algorithm: str, chunk: int = 1 << 20) -
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def ensure_writable(directory: str | os.PathLike, what: str = "folder") -> None:
+    """Raise ``UserError`` now, before any long work, if nothing can be created in ``directory``."""
+    from ccvae.errors import UserError
+
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".write-test-", dir=directory)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise UserError(f"{directory}: cannot write to this {what} ({e.strerror or e})") from None
+
+
+class DirLock:
+    """An exclusive ``flock`` on ``DIR/.lock``, held until ``release()`` or the process ends.
+
+    One process owns a run folder: a second gets a ``UserError`` naming the owner's pid. The kernel
+    drops the lock when its holder dies (even by kill -9), so a stale lock never blocks a retry.
+    """
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        import fcntl
+
+        from ccvae.errors import UserError
+
+        self.path = Path(directory) / ".lock"
+        try:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        except OSError as e:
+            raise UserError(f"{directory}: cannot create the run folder ({e.strerror or e})") from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(self.fd)
+            raise UserError(f"{directory}: in use by another ccvae process (pid {owner}); "
+                            "wait for it to finish or stop it") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = None

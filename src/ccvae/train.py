@@ -9,7 +9,7 @@ run ends with the same weights as an uninterrupted one.
 from __future__ import annotations
 
 import csv
-import os
+import math
 import shutil
 import signal
 import sys
@@ -28,15 +28,18 @@ from ccvae.checkpoint import (
     read_run_config,
     save_checkpoint,
 )
-from ccvae.config import Config
+from ccvae.config import Config, TrainConfig
 from ccvae.cycle import CycleLosses
 from ccvae.data.dataset import SpritesDataset
 from ccvae.errors import UserError
-from ccvae.fileio import atomic_path, write_json
+from ccvae.fileio import DirLock, atomic_path, ensure_writable, write_json
 from ccvae.hardware import DistInfo, autocast, init_distributed, resolve_precision, seed_everything
 from ccvae.model import CCVAE
 
-METRIC_FIELDS = ("epoch", "step", "images", "wall_s", "reconstruction", "kl", "reverse_cycle", "lr", "images_per_s")
+# reverse_cycle_eval: the reverse-cycle L1 of the last batch with the model in eval mode (the network users
+# get); with batch norm it can be far above the train-mode value when the encoder leans on batch statistics.
+METRIC_FIELDS = ("epoch", "step", "images", "wall_s", "reconstruction", "kl", "reverse_cycle", "reverse_cycle_eval",
+                 "lr", "images_per_s")
 TERMS = ("reconstruction", "kl", "reverse_cycle")
 
 
@@ -60,9 +63,18 @@ def make_optimizers(model: CCVAE, cfg: Config, fast: bool):
     impl = {"fused": True} if fast else {"foreach": False}
     opt_fwd = torch.optim.Adam(model.parameters(), **kw, **impl)
     opt_rev = torch.optim.Adam(model.encoder.parameters(), **kw, **impl)
-    sched = [torch.optim.lr_scheduler.StepLR(o, step_size=t.lr_decay_epochs, gamma=t.lr_decay_factor)
-             for o in (opt_fwd, opt_rev)]
-    return opt_fwd, opt_rev, sched
+    return opt_fwd, opt_rev
+
+
+def lr_factor(t: TrainConfig, step: int, steps_per_epoch: int, total_steps: int) -> float:
+    """Learning-rate multiplier at ``step`` (0-based): a function of the step alone, so resume needs no state.
+
+    ``step``: x lr_decay_factor every lr_decay_epochs epochs (the authors' StepLR); ``cosine``: half a
+    cosine from 1 to 0 over the run (Loshchilov & Hutter 2017, without restarts).
+    """
+    if t.lr_schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+    return t.lr_decay_factor ** ((step // steps_per_epoch) // t.lr_decay_epochs)
 
 
 def _gen_state(g: torch.Generator) -> torch.Tensor:
@@ -89,7 +101,10 @@ class Trainer:
         self.total_steps = min(total, t.max_steps) if t.max_steps else total
 
         seed_everything(t.seed + self.dist.rank)
-        self.model = CCVAE(cfg.model).to(device)
+        try:
+            self.model = CCVAE(cfg.model).to(device)
+        except ValueError as e:  # an architecture the image size does not allow
+            raise UserError(f"invalid model config: {e}") from None
         self.losses = CycleLosses(self.model, t, fast=fast)
         self.step_module: nn.Module = self.losses
         if self.dist.enabled:
@@ -97,13 +112,14 @@ class Trainer:
             self.step_module = nn.parallel.DistributedDataParallel(
                 self.losses, find_unused_parameters=True,
                 device_ids=[device.index] if device.type == "cuda" else None)
-        self.opt_fwd, self.opt_rev, self.scheds = make_optimizers(self.model, cfg, fast)
+        self.opt_fwd, self.opt_rev = make_optimizers(self.model, cfg, fast)
         # Per-rank streams for sampling and noise; the epoch order is shared (seeded per epoch).
         self.g_data = torch.Generator(device=device).manual_seed(t.seed * 7919 + self.dist.rank)
         self.g_noise = torch.Generator(device=device).manual_seed(t.seed * 7919 + 104729 + self.dist.rank)
         self.step = 0
         self.wall_s = 0.0
         self._stop = False
+        self._last_reverse: tuple[torch.Tensor, ...] | None = None  # for the eval-mode reverse-cycle L1
 
     # -- state -----------------------------------------------------------------------
     def state(self) -> dict:
@@ -118,7 +134,6 @@ class Trainer:
             "model": self.model.state_dict(),
             "opt_fwd": self.opt_fwd.state_dict(),
             "opt_rev": self.opt_rev.state_dict(),
-            "sched": [s.state_dict() for s in self.scheds],
             "step": self.step,
             "wall_s": self.wall_s,
             "world_size": self.dist.world_size,
@@ -131,8 +146,6 @@ class Trainer:
         try:
             self.opt_fwd.load_state_dict(state["opt_fwd"])
             self.opt_rev.load_state_dict(state["opt_rev"])
-            for s, sd in zip(self.scheds, state["sched"], strict=True):
-                s.load_state_dict(sd)
             if state["world_size"] != self.dist.world_size:
                 raise UserError(f"{path}: saved by {state['world_size']} process(es); resume with the same number "
                                 f"(now {self.dist.world_size})")
@@ -152,8 +165,12 @@ class Trainer:
         ckpt = self.run_dir / "checkpoints"
         save_checkpoint(ckpt / "last.pt", state)
         if epoch_copy is not None:
-            with atomic_path(ckpt / f"epoch_{epoch_copy}.pt") as tmp:
-                shutil.copyfile(ckpt / "last.pt", tmp)
+            try:
+                with atomic_path(ckpt / f"epoch_{epoch_copy}.pt") as tmp:
+                    shutil.copyfile(ckpt / "last.pt", tmp)
+            except OSError as e:
+                raise UserError(f"{ckpt / f'epoch_{epoch_copy}.pt'}: cannot write ({e.strerror or e}); "
+                                f"checkpoints/last.pt is complete") from None
 
     # -- one step ----------------------------------------------------------------------
     def epoch_order(self, epoch: int) -> torch.Tensor:
@@ -161,8 +178,13 @@ class Trainer:
         return self.data.flat_order("train", g)
 
     def train_step(self, flat: torch.Tensor) -> torch.Tensor:
-        """Both cycles on one batch; returns (reconstruction, kl, reverse_cycle) as a (3,) tensor."""
+        """Both cycles on one batch; returns (reconstruction, kl, reverse_cycle L1, reverse ran) as a (4,) tensor."""
         t, d = self.cfg.train, self.cfg.model
+        lr = t.lr * lr_factor(t, self.step, self.steps_per_epoch, self.total_steps)
+        for opt in (self.opt_fwd, self.opt_rev):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        self.losses.kl_scale = min(1.0, self.step / t.kl_warmup_steps) if t.kl_warmup_steps else 1.0
         pairs = self.data.pairs_from_flat(flat, self.g_data)
         b = pairs.x1.shape[0]
         eps = torch.randn(2 * b, d.style_dim, generator=self.g_noise, device=self.device)
@@ -172,15 +194,32 @@ class Trainer:
         loss.backward()
         self.opt_fwd.step()
 
+        if self.step % t.reverse_every:
+            zero = torch.zeros((), device=self.device)
+            return torch.stack([recon.float(), kl.float(), zero, zero])
         xa = self.data.sample(b, self.g_data).x
         xb = self.data.sample(b, self.g_data).x
-        z = torch.randn(b, d.style_dim, generator=self.g_noise, device=self.device)
+        noise = torch.randn(b, d.style_dim, generator=self.g_noise, device=self.device)
         self.opt_rev.zero_grad(set_to_none=True)
         with autocast(self.device, self.precision):
-            rev = self.step_module("reverse", xa, xb, z)
+            rev, l1 = self.step_module("reverse", xa, xb, noise)
         rev.backward()
         self.opt_rev.step()
-        return torch.stack([recon.float(), kl.float(), rev.detach().float() / t.reverse_cycle_coef])
+        self._last_reverse = (xa, xb, noise)
+        return torch.stack([recon.float(), kl.float(), l1.float(), torch.ones((), device=self.device)])
+
+    @torch.no_grad()
+    def reverse_cycle_eval(self) -> float:
+        """The reverse-cycle L1 of the last reverse batch with the model in eval mode (NaN before any)."""
+        if self._last_reverse is None:
+            return float("nan")
+        self.model.eval()
+        try:
+            with autocast(self.device, self.precision):
+                _, l1 = self.losses.reverse_cycle(*self._last_reverse)
+        finally:
+            self.model.train()
+        return l1.item()
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -193,7 +232,7 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, disable=self.quiet or not main,
                    unit="step", dynamic_ncols=True, file=sys.stderr)
         old_handlers = _install_stop_handlers(self)
-        buf = torch.zeros(t.log_every, 3, device=self.device)
+        buf = torch.zeros(t.log_every, 4, device=self.device)
         n_buf, interval_start, interval_step = 0, time.perf_counter(), self.step
         order, order_epoch = None, -1
         try:
@@ -206,9 +245,6 @@ class Trainer:
                 n_buf += 1
                 self.step += 1
                 epoch_done = self.step % self.steps_per_epoch == 0
-                if epoch_done:
-                    for s in self.scheds:
-                        s.step()
                 finished = self.step >= self.total_steps
                 save_now = self.step % t.checkpoint_every == 0 or epoch_done or finished
                 stop = self._stop_requested(n_buf == t.log_every or save_now)
@@ -268,13 +304,16 @@ class Trainer:
             gathered = losses.detach().clone()
             dist.all_reduce(gathered)  # sum over ranks; NaN anywhere stays NaN
             vals = gathered.cpu() / self.dist.world_size
-        bad = ~torch.isfinite(vals)
+        bad = ~torch.isfinite(vals[:, :3])
         if bad.any():
             r, c = (int(v) for v in bad.nonzero()[0])
+            last = self.run_dir / "checkpoints" / "last.pt"
+            kept = (f"the last good checkpoint is {last}" if last.is_file() else
+                    "no checkpoint had been written yet, so nothing of the run is kept")
             raise TrainingDiverged(
-                f"the {TERMS[c]} loss is {vals[r, c].item()} at step {first_step + r + 1}; training stopped, "
-                f"the last good checkpoint is {self.run_dir / 'checkpoints' / 'last.pt'}")
+                f"the {TERMS[c]} loss is {vals[r, c].item()} at step {first_step + r + 1}; training stopped, {kept}")
         mean = vals.mean(0)
+        n_rev = vals[:, 3].sum().item()
         n_steps = len(vals)
         return {
             "epoch": (self.step - 1) // self.steps_per_epoch + 1,
@@ -283,7 +322,8 @@ class Trainer:
             "wall_s": round(self.wall_s, 3),
             "reconstruction": mean[0].item(),
             "kl": mean[1].item(),
-            "reverse_cycle": mean[2].item(),
+            "reverse_cycle": vals[:, 2].sum().item() / n_rev if n_rev else float("nan"),
+            "reverse_cycle_eval": self.reverse_cycle_eval(),
             "lr": self.opt_fwd.param_groups[0]["lr"],
             "images_per_s": n_steps * self.cfg.train.batch_size / max(seconds, 1e-9),
         }
@@ -337,7 +377,7 @@ class RunLogger:
             csv.writer(f).writerow([_fmt(row[k]) for k in METRIC_FIELDS])
         self.log(" ".join(f"{k}={_fmt(row[k])}" for k in METRIC_FIELDS))
         if self.tb is not None:
-            for k in ("reconstruction", "kl", "reverse_cycle", "lr", "images_per_s"):
+            for k in ("reconstruction", "kl", "reverse_cycle", "reverse_cycle_eval", "lr", "images_per_s"):
                 self.tb.add_scalar(f"train/{k}", row[k], row["step"])
 
     def close(self) -> None:
@@ -358,7 +398,8 @@ def truncate_metrics(path: Path, step: int) -> None:
     if not rows:
         return
     header, body = rows[0], rows[1:]
-    kept = [r for r in body if r and int(r[1]) <= step]
+    # A row cut short by a kill (appends are not atomic) is dropped with the rows past the checkpoint.
+    kept = [r for r in body if len(r) == len(header) and r[1].isdigit() and int(r[1]) <= step]
     if len(kept) != len(body):
         with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.writer(f)
@@ -366,61 +407,127 @@ def truncate_metrics(path: Path, step: int) -> None:
             w.writerows(kept)
 
 
+# What a run folder holds (besides its lock); leftovers of a start that wrote no checkpoint are cleared.
+RUN_FILES = ("config.json", "log.txt", "metrics.csv", "losses.png", "tensorboard", "checkpoints", "eval", "report")
+
+
+def _has_checkpoint(run_dir: Path) -> bool:
+    return any((run_dir / "checkpoints").glob("*.pt"))
+
+
 def prepare_run_dir(run_dir: Path, resume: bool) -> None:
-    """Refuse to overwrite a run; check the folder is writable."""
+    """Refuse to overwrite a run; let a folder whose start failed before its first checkpoint be reused."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"{run_dir}: exists and is not a folder; choose another --out")
     if resume:
         if not (run_dir / "checkpoints" / "last.pt").is_file():
-            raise UserError(f"{run_dir}: --resume but there is no checkpoints/last.pt")
-        if not os.access(run_dir, os.W_OK):
-            raise UserError(f"{run_dir}: run folder is not writable")
+            if (run_dir / "checkpoints" / "last.prev.pt").is_file():
+                raise UserError(f"{run_dir}: checkpoints/last.pt is missing; copy checkpoints/last.prev.pt "
+                                "over it to resume from the previous checkpoint")
+            raise UserError(f"{run_dir}: no checkpoint to resume from (the run stopped before its first one); "
+                            f"start it again without --resume")
         return
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise UserError(f"{run_dir}: already exists; pass --resume to continue it or choose another --out")
-    try:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"{run_dir}: cannot create the run folder ({e.strerror})") from None
+    if _has_checkpoint(run_dir):
+        raise UserError(f"{run_dir}: already holds a trained run; pass --resume to continue it or choose another --out")
+    if run_dir.is_dir():
+        foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FILES and p.name != ".lock")
+        if foreign:
+            raise UserError(f"{run_dir}: not empty and not a ccvae run folder ({', '.join(foreign[:3])}); "
+                            "choose another --out")
+
+
+def _clear_failed_start(run_dir: Path, created: bool) -> None:
+    """Remove what a start that wrote no checkpoint left, so the same command can simply be run again."""
+    if _has_checkpoint(run_dir):
+        return
+    if created:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for name in RUN_FILES + (".lock",):
+        p = run_dir / name
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
 
 
 def train(cfg: Config, data_path: Path, run_dir: Path, device_name: str = "auto", resume: bool = False,
           quiet: bool = False, resume_overrides: dict | None = None) -> TrainResult:
-    """Train (or resume) a run. ``resume_overrides`` may change ``epochs`` / ``max_steps`` of a resumed run."""
+    """Train (or resume) a run. ``resume_overrides`` may change ``epochs`` / ``max_steps`` of a resumed run.
+
+    Everything is checked (config, data, model, checkpoint) before the first file is written; one
+    process owns the folder (``DirLock``); a start that fails before its first checkpoint leaves
+    nothing that blocks running the same command again.
+    """
     dist, device = init_distributed(device_name)
     run_dir = Path(run_dir)
-    if dist.is_main:
-        prepare_run_dir(run_dir, resume)
-    state = None
-    if resume:
-        cfg = read_run_config(run_dir)
-        for k, v in (resume_overrides or {}).items():
-            setattr(cfg.train, k, v)
-        cfg.validate()
-        state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    data = SpritesDataset.load(data_path, device)
-    trainer = Trainer(cfg, data, run_dir, device, dist, quiet=quiet)
-    if state is not None:
-        trainer.load_state(state, run_dir / "checkpoints" / "last.pt")
+    created = not run_dir.exists()
+    lock = DirLock(run_dir) if dist.is_main else None
+    try:
         if dist.is_main:
-            truncate_metrics(run_dir / "metrics.csv", trainer.step)
-    if dist.is_main:
-        meta = {**cfg.to_dict(), "ccvae_version": __version__, "data": str(data_path),
-                "device": str(device), "precision": trainer.precision, "world_size": dist.world_size,
-                "parameters": trainer.model.num_parameters(), "steps_per_epoch": trainer.steps_per_epoch,
-                "total_steps": trainer.total_steps,
-                "data_fingerprint": data.fingerprint()}
-        write_json(run_dir / "config.json", meta)
-    return trainer.run()
+            prepare_run_dir(run_dir, resume)
+            for stale in (run_dir / "checkpoints").glob(".*.tmp"):  # a kill -9 mid-save; we hold the lock
+                stale.unlink(missing_ok=True)
+        state = None
+        if resume:
+            cfg = read_run_config(run_dir)
+            for k, v in (resume_overrides or {}).items():
+                setattr(cfg.train, k, v)
+            cfg.validate()
+            state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        data = SpritesDataset.load(data_path, device)
+        size = int(data.images.shape[2])
+        if size != cfg.model.image_size:
+            raise UserError(f"model.image_size is {cfg.model.image_size} but the images of {data_path} are "
+                            f"{size} px; set model.image_size={size}")
+        trainer = Trainer(cfg, data, run_dir, device, dist, quiet=quiet)
+        if state is not None:
+            trainer.load_state(state, run_dir / "checkpoints" / "last.pt")
+            if trainer.total_steps < trainer.step:
+                raise UserError(f"{run_dir}: the run is already at step {trainer.step}, past the new target of "
+                                f"{trainer.total_steps} steps; give --max-steps / --epochs that reach at least "
+                                f"step {trainer.step}")
+        if dist.is_main:
+            ensure_writable(run_dir / "checkpoints", "run folder")
+            if state is not None:
+                truncate_metrics(run_dir / "metrics.csv", trainer.step)
+            meta = {**cfg.to_dict(), "ccvae_version": __version__, "data": str(data_path),
+                    "device": str(device), "precision": trainer.precision, "world_size": dist.world_size,
+                    "parameters": trainer.model.num_parameters(), "steps_per_epoch": trainer.steps_per_epoch,
+                    "total_steps": trainer.total_steps,
+                    "data_fingerprint": data.fingerprint()}
+            write_json(run_dir / "config.json", meta)
+        return trainer.run()
+    except BaseException:
+        if dist.is_main and not resume:
+            _clear_failed_start(run_dir, created)
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """Rows of a ``metrics.csv`` as dicts of floats."""
-    with open(path, newline="") as f:
-        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+def read_metrics(path: Path, warn=None) -> list[dict]:
+    """Rows of a ``metrics.csv`` as dicts of floats. A row that does not parse (a kill can cut the last
+    append short) is skipped, with a call of ``warn(message)`` when given; an unreadable file is a ``UserError``."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            raw = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{path}: cannot read ({e})") from None
+    rows, bad = [], 0
+    for r in raw:
+        try:
+            if None in r or None in r.values():  # too many or too few fields
+                raise ValueError
+            rows.append({k: float(v) for k, v in r.items()})
+        except (TypeError, ValueError):
+            bad += 1
+    if bad and warn is not None:
+        warn(f"{path}: skipped {bad} malformed row(s)")
+    return rows
 
 
 def last_metric(path: Path, key: str) -> float | None:
@@ -428,5 +535,5 @@ def last_metric(path: Path, key: str) -> float | None:
     if not path.is_file():
         return None
     rows = read_metrics(path)
-    return rows[-1][key] if rows else None
+    return rows[-1].get(key) if rows else None
 

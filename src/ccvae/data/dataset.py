@@ -44,12 +44,15 @@ class SpritesDataset:
     """All characters of a packed file, held once as a uint8 tensor (N, 178, 60, 60, 3)."""
 
     def __init__(self, images: torch.Tensor, character_ids: np.ndarray, split_ids: dict[str, np.ndarray],
-                 attributes: np.ndarray | None = None, source: str = "<memory>") -> None:
+                 attributes: np.ndarray | None = None, source: str = "<memory>",
+                 animation: np.ndarray | None = None, frame: np.ndarray | None = None) -> None:
         if images.dtype != torch.uint8 or images.ndim != 5 or images.shape[-1] != 3:
             raise ValueError(f"images must be uint8 (N, P, H, W, 3), got {images.dtype} {tuple(images.shape)}")
         self.images = images
         self.character_ids = np.asarray(character_ids)
-        self.attributes = attributes
+        self.attributes = attributes  # (N, 7) uint8: the identity factors
+        self.animation = animation  # (P,) animation cell of each pose (action x direction)
+        self.frame = frame  # (P,) frame within the cell
         self.source = source
         row_of = {int(c): i for i, c in enumerate(self.character_ids.tolist())}
         self._rows = {"all": torch.arange(len(self.character_ids))}
@@ -67,7 +70,8 @@ class SpritesDataset:
         arrays = load_packed(path, keys=("images",))
         images = torch.from_numpy(arrays["images"])
         ds = cls(images, arrays["character_ids"], {s: arrays[f"{s}_ids"] for s in SPLITS},
-                 attributes=arrays["attributes"], source=str(path))
+                 attributes=arrays["attributes"], source=str(path), animation=arrays["animation"],
+                 frame=arrays["frame"])
         return ds.to(device)
 
     def to(self, device: str | torch.device) -> SpritesDataset:

@@ -85,8 +85,14 @@ def read_character(path: str | Path) -> Character:
             if "labels" not in f:
                 raise UserError(f"{path}: no 'labels' variable")
             labels = np.asarray(f["labels"][()], dtype=np.float64).ravel()
-    except OSError as e:  # h5py raises OSError for truncated or non-HDF5 files
-        raise UserError(f"{path}: cannot read as MATLAB v7.3/HDF5 ({e})") from None
+    except UserError:
+        raise
+    except (OSError, KeyError, RuntimeError, ValueError, TypeError, IndexError, AttributeError) as e:
+        # h5py raises OSError for truncated or non-HDF5 files, and KeyError / RuntimeError / ValueError
+        # for damaged object headers, local heaps or references.
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: cannot read as MATLAB v7.3/HDF5, damaged or not a sprites file "
+                        f"({type(e).__name__}: {first[:160]})") from None
     if labels.size != N_ATTRIBUTES:
         raise UserError(f"{path}: 'labels' has {labels.size} values, expected {N_ATTRIBUTES}")
 

@@ -9,6 +9,7 @@ Layout (README of the shared data): ``character_ids`` (N,) uint16 ascending, ``i
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -49,56 +50,73 @@ def _check_array(path: Path, key: str, arr, n: int | None) -> None:
 
 
 class _Header:
-    def __init__(self, shape: tuple, dtype: np.dtype) -> None:
-        self.shape, self.dtype = shape, dtype
+    def __init__(self, shape: tuple, dtype: np.dtype, member_bytes: int) -> None:
+        self.shape, self.dtype, self.member_bytes = shape, dtype, member_bytes
 
 
 def _npy_header(path: Path, key: str) -> _Header:
-    """Shape and dtype of one array of an .npz, from its .npy header only (nothing decompressed)."""
+    """Shape and dtype of one array of an .npz from its .npy header, and the member's uncompressed size."""
     with zipfile.ZipFile(path) as zf, zf.open(f"{key}.npy") as f:
         version = np.lib.format.read_magic(f)
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, _, dtype = read(f)
-    return _Header(shape, dtype)
+        return _Header(shape, dtype, zf.getinfo(f"{key}.npy").file_size)
+
+
+def _check_size(path: Path, key: str, header: _Header) -> None:
+    """A header must not claim more data than its member holds: a doctored header would otherwise make
+    ``np.load`` allocate whatever it claims (say 60,000 characters, 390 GB) before failing."""
+    need = int(np.prod(header.shape, dtype=np.float64)) * header.dtype.itemsize
+    if need > header.member_bytes:
+        raise UserError(f"{path}: '{key}' claims shape {tuple(header.shape)} ({need / 1e9:.1f} GB) but its data is "
+                        f"only {header.member_bytes / 1e9:.3f} GB; the file is damaged")
 
 
 def load_packed(path: str | Path, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
     """Load and validate a packed file; ``keys`` limits which arrays are decompressed.
 
     Small arrays are always loaded and checked; ``images`` and ``masks`` only if asked
-    (they are 1.3 GB and 0.4 GB once loaded). Raises ``UserError`` naming the file.
+    (they are 1.3 GB and 0.4 GB once loaded), after their headers were checked against the
+    file. Raises ``UserError`` naming the file.
     """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such data file")
-    wanted = [k for k in SCHEMA if k not in ("images", "masks")]
-    wanted += [k for k in (keys or ()) if k in ("images", "masks")]
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path}: not a .npz file (no zip archive in it); make one with 'ccvae data prepare'")
+    small = [k for k in SCHEMA if k not in ("images", "masks")]
+    big = [k for k in (keys or ()) if k in ("images", "masks")]
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in SCHEMA if k not in npz.files]
             if missing:
                 raise UserError(f"{path}: missing key(s) {', '.join(missing)}; not a ccvae packed file")
-            out = {k: npz[k] for k in wanted}
+            out = {k: npz[k] for k in small}
+            n = out["character_ids"].shape[0] if out["character_ids"].ndim == 1 else None
+            _check_array(path, "character_ids", out["character_ids"], n)
+            for k in ("images", "masks"):  # headers first: nothing big is decompressed before this
+                try:
+                    header = _npy_header(path, k)
+                except (zipfile.BadZipFile, OSError, ValueError, KeyError) as e:
+                    raise UserError(f"{path}: cannot read the header of '{k}' ({e})") from None
+                _check_array(path, k, header, n)
+                _check_size(path, k, header)
+            for k in big:
+                out[k] = npz[k]
     except UserError:
         raise
+    except MemoryError:
+        raise UserError(f"{path}: not enough memory to load it (about 1.7 GB for all 672 characters)") from None
     except ValueError as e:
         # np.load refuses object arrays when allow_pickle=False.
-        if "pickle" in str(e):
+        if "pickle" in str(e) or "Object arrays" in str(e):
             raise UserError(f"{path}: holds pickled objects, which are refused") from None
         raise UserError(f"{path}: not a valid .npz file ({e})") from None
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError, zlib.error) as e:
         raise UserError(f"{path}: truncated or corrupt .npz file ({type(e).__name__}: {e})") from None
 
-    n = out["character_ids"].shape[0] if out["character_ids"].ndim == 1 else None
     for k, arr in out.items():
         _check_array(path, k, arr, n)
-    for k in ("images", "masks"):
-        if k not in out:  # not loaded: check its header, so 'info' refuses a bad file too
-            try:
-                header = _npy_header(path, k)
-            except (zipfile.BadZipFile, OSError, ValueError, KeyError) as e:
-                raise UserError(f"{path}: cannot read the header of '{k}' ({e})") from None
-            _check_array(path, k, header, n)
     ids = out["character_ids"]
     if np.any(np.diff(ids.astype(np.int64)) <= 0):
         raise UserError(f"{path}: 'character_ids' must be strictly ascending")

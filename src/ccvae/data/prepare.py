@@ -25,7 +25,7 @@ from ccvae.data.mat import (
 )
 from ccvae.data.packed import SPLITS, save_packed
 from ccvae.errors import UserError
-from ccvae.fileio import file_digest
+from ccvae.fileio import ensure_writable, file_digest
 
 N_CHARACTERS = 672
 TARBALL_NAME = "nips2015-analogy-data.tar.gz"
@@ -115,7 +115,8 @@ def extract_sprites(tarball: Path, dest: Path) -> Path:
                     shutil.copyfileobj(src, out)
                 n += 1
     except (tarfile.TarError, EOFError, zlib.error) as e:
-        raise UserError(f"{tarball}: truncated or corrupt tarball ({e})") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{tarball}: not a tarball, or truncated or corrupt ({first})") from None
     except OSError as e:
         raise UserError(f"{tarball}: cannot read tarball ({e})") from None
     if n == 0:
@@ -180,6 +181,12 @@ def pack_directory(directory: Path, workers: int | None = None, quiet: bool = Fa
 def prepare(source: str | None, out: Path, cache: Path, md5: str | None = None,
             workers: int | None = None, quiet: bool = False) -> Path:
     """Resolve ``source`` (None = upstream, URL, tarball or folder), pack it, write ``out`` atomically."""
+    md5 = md5.strip().lower() if md5 else None
+    if md5 is not None and (len(md5) != 32 or any(c not in "0123456789abcdef" for c in md5)):
+        raise UserError(f"--md5 {md5!r}: not an MD5 (32 hex digits)")
+    if md5 is not None and source is not None and "://" not in source and Path(source).is_dir():
+        raise UserError(f"--md5 checks a tarball or a download; {source} is a folder (drop --md5)")
+    ensure_writable(Path(out).parent, "output folder")  # before minutes of reading, not after
     with tempfile.TemporaryDirectory(prefix="ccvae-prepare-") as tmp:
         tmp = Path(tmp)
         if source is None:
@@ -205,5 +212,8 @@ def prepare(source: str | None, out: Path, cache: Path, md5: str | None = None,
                 (tmp / "x").mkdir()
                 directory = extract_sprites(path, tmp / "x")
         arrays = pack_directory(directory, workers=workers, quiet=quiet)
-    save_packed(out, arrays)
+    try:
+        save_packed(out, arrays)
+    except OSError as e:
+        raise UserError(f"{out}: cannot write ({e.strerror or e}); nothing was written there") from None
     return out

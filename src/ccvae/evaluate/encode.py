@@ -12,11 +12,22 @@ from ccvae.model import CCVAE
 
 @dataclass
 class Encodings:
-    """z (= z_mu, no sampling) and s for ``rows`` x every pose."""
+    """The z posterior (mean, log-variance) and s for ``rows`` x every pose."""
 
     rows: torch.Tensor  # (R,) dataset rows
-    z: torch.Tensor  # (R, P, style_dim)
+    z: torch.Tensor  # (R, P, style_dim): the posterior mean
     s: torch.Tensor  # (R, P, class_dim)
+    z_logvar: torch.Tensor  # (R, P, style_dim)
+
+    def select(self, positions: torch.Tensor) -> Encodings:
+        """The encodings of the characters at ``positions`` (indices into ``rows``)."""
+        return Encodings(self.rows[positions], self.z[positions], self.s[positions], self.z_logvar[positions])
+
+    def z_sample(self, seed: int) -> torch.Tensor:
+        """One draw z = mu + sigma * eps per image (R, P, style_dim): what the decoder is fed in training."""
+        g = torch.Generator().manual_seed(seed)
+        eps = torch.randn(self.z.shape, generator=g)
+        return self.z + eps * torch.exp(0.5 * self.z_logvar)
 
 
 @torch.no_grad()
@@ -26,15 +37,17 @@ def encode_rows(model: CCVAE, data: SpritesDataset, rows: torch.Tensor, batch_si
     device = next(model.parameters()).device
     P = data.n_poses
     flat = (rows[:, None] * P + torch.arange(P, device=rows.device)).flatten()
-    zs, ss = [], []
+    zs, ss, lvs = [], [], []
     for i in range(0, len(flat), batch_size):
         idx = flat[i:i + batch_size]
         x = data.gather(idx // P, idx % P).to(device)
-        mu, _, s = model.encode(x)
+        mu, logvar, s = model.encode(x)
         zs.append(mu.float().cpu())
         ss.append(s.float().cpu())
-    z, s = torch.cat(zs), torch.cat(ss)
-    return Encodings(rows.cpu(), z.view(len(rows), P, -1), s.view(len(rows), P, -1))
+        lvs.append(logvar.float().cpu())
+    z, s, lv = torch.cat(zs), torch.cat(ss), torch.cat(lvs)
+    R = len(rows)
+    return Encodings(rows.cpu(), z.view(R, P, -1), s.view(R, P, -1), lv.view(R, P, -1))
 
 
 @torch.no_grad()

@@ -1,7 +1,8 @@
 """``ccvae evaluate RUN_DIR``: every experiment, written to ``RUN_DIR/eval/`` (metrics.json + figures).
 
-Encodings use z = z_mu (no sampling) and s, the model in eval mode. Every random choice is
-seeded, so evaluating a run twice gives the same numbers.
+Encodings come from the model in eval mode. z is probed three ways (``Z_PROBES``); the headline is
+a posterior sample, what the decoder is fed. Figures, swaps and predictors use z = z_mu. Every
+random choice is seeded, so evaluating a run twice gives the same numbers.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +20,17 @@ from ccvae import figures
 from ccvae.checkpoint import load_run, read_run_config
 from ccvae.data.dataset import SpritesDataset
 from ccvae.errors import UserError
+from ccvae.evaluate.curve import CurveSettings, learning_curve
+from ccvae.evaluate.disentanglement import (
+    DisentanglementSettings,
+    disentanglement_metrics,
+    factors_of,
+)
 from ccvae.evaluate.encode import Encodings, decode_batched, encode_rows
+from ccvae.evaluate.latents import latent_stats
 from ccvae.evaluate.probes import ProbeSettings, fit_classifier, fit_predictor, r2_score
 from ccvae.evaluate.swap import per_image_mse, swap_metrics
-from ccvae.fileio import write_json
+from ccvae.fileio import ensure_writable, plain_mode, write_json
 from ccvae.train import last_metric
 
 
@@ -36,6 +44,9 @@ class EvalSettings:
     n_interpolations: int = 3
     interpolation_steps: int = 8
     figure_scale: int = 2
+    checkpoints: bool = False  # also score every kept checkpoint (learning curve)
+    disentanglement: DisentanglementSettings = field(default_factory=DisentanglementSettings)
+    curve_probe: ProbeSettings = field(default_factory=lambda: ProbeSettings(max_epochs=10, patience=3))
 
 
 def _pose_split(n_chars: int, n_poses: int, share: float, g: torch.Generator) -> torch.Tensor:
@@ -47,15 +58,29 @@ def _pose_split(n_chars: int, n_poses: int, share: float, g: torch.Generator) ->
     return train
 
 
+# What each probe reads, and whether its inputs are standardised per dimension.
+#   z:          one posterior sample per image, mu + sigma * eps: what the decoder is fed (the headline).
+#   z_mean:     the raw posterior mean: what the reference re-implementation probed (its
+#               reparameterize(training=False) returns mu); the paper's probe code is unpublished.
+#   z_mean_std: the mean standardised per dimension (this package's measure before 0.2): collapsed
+#               dimensions' residue is blown up to unit variance, so it reads what the channel drops.
+LATENT_PROBES = {"s": ("s", True), "z": ("z_sample", True), "z_mean": ("z", False), "z_mean_std": ("z", True)}
+
+
 def classifier_task(enc: Encodings, labels: torch.Tensor, train_mask: torch.Tensor, n_classes: int,
                     settings: EvalSettings, seed: int) -> tuple[dict, dict]:
-    """Fit one classifier on s and one on z; ``labels`` and ``train_mask`` are (R, P)."""
+    """Fit one classifier per entry of ``LATENT_PROBES``; ``labels`` and ``train_mask`` are (R, P)."""
     out, curves, fitted = {"n_classes": n_classes, "chance": 1.0 / n_classes,
                            "n_train": int(train_mask.sum()), "n_test": int((~train_mask).sum())}, {}, {}
-    for latent in ("s", "z"):
-        x = getattr(enc, latent)
-        res = fit_classifier(x[train_mask], labels[train_mask], x[~train_mask], labels[~train_mask], n_classes,
-                             settings.probe, seed)
+    inputs = {"s": enc.s, "z": enc.z, "z_sample": enc.z_sample(seed + 1000)}
+    sigma = torch.exp(0.5 * enc.z_logvar)
+    for latent, (source, standardize) in LATENT_PROBES.items():
+        x = inputs[source]
+        # Sampled z: training sees a fresh sample every step (mean + sigma * eps), testing one fixed sample.
+        fresh = sigma[train_mask] if source == "z_sample" else None
+        x_fit = enc.z[train_mask] if source == "z_sample" else x[train_mask]
+        res = fit_classifier(x_fit, labels[train_mask], x[~train_mask], labels[~train_mask], n_classes,
+                             settings.probe, seed, standardize, fresh)
         out[latent] = {"train_acc": res.train_acc, "test_acc": res.test_acc, "train_loss": res.train_loss,
                        "test_loss": res.test_loss, "epochs": res.epochs}
         curves[latent] = res.curves
@@ -73,6 +98,7 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSetti
     log = lambda msg: _log(f"[{time.perf_counter() - t0:6.1f} s] {msg}")  # noqa: E731
     if not (run_dir / "checkpoints" / "last.pt").is_file():
         raise UserError(f"{run_dir}: no checkpoints/last.pt; train the run first (ccvae train --out {run_dir})")
+    ensure_writable(run_dir, "run folder")  # before the minutes of probes, not after
     model, cfg = load_run(run_dir)
     data = SpritesDataset.load(data_path)
     meta = _read_meta(run_dir)
@@ -83,6 +109,7 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSetti
     if fp["image_size"] != cfg.model.image_size:
         raise UserError(f"{data_path}: images are {fp['image_size']} px but the run's model expects {cfg.model.image_size}")
     device = torch.device(device)
+    settings = replace(settings, probe=replace(settings.probe, device=str(device)))
     model = model.to(device).eval()
     torch.manual_seed(settings.seed)
 
@@ -90,12 +117,13 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSetti
     all_rows = data.rows("all").cpu()
     enc_all = encode_rows(model, data, all_rows, settings.batch_size)
     test_pos = data.rows("test").cpu()
-    enc_test = Encodings(test_pos, enc_all.z[test_pos], enc_all.s[test_pos])
+    enc_test = enc_all.select(test_pos)
     train_pos = data.rows("train").cpu()
-    enc_train = Encodings(train_pos, enc_all.z[train_pos], enc_all.s[train_pos])
+    enc_train = enc_all.select(train_pos)
     R, P = enc_all.z.shape[:2]
     g = torch.Generator().manual_seed(settings.seed)
-    metrics: dict = {"classifiers": {}, "predictors": {}}
+    metrics: dict = {"latents": latent_stats(enc_test.z.flatten(0, 1), enc_test.z_logvar.flatten(0, 1)),
+                     "classifiers": {}, "predictors": {}}
     curves: dict = {}
 
     # 1. Latent classifiers.
@@ -163,7 +191,16 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSetti
         log("swap metrics")
         metrics["swap"] = swap_metrics(model, data, enc_test, settings.n_swaps, settings.seed + 5, settings.batch_size)
 
-        # 4. Figures.
+        # 4. Standard disentanglement metrics and the partition table on the ground-truth factors.
+        log("disentanglement metrics")
+        fac, names = factors_of(data, enc_test.rows.numpy())
+        flat = lambda t: t.flatten(0, 1).numpy().T  # noqa: E731  (R, P, d) -> (d, R * P)
+        dis = disentanglement_metrics(flat(enc_test.s), flat(enc_test.z_sample(settings.seed + 1000)),
+                                      flat(enc_test.z), fac, names, Rt, P, settings.disentanglement)
+        metrics["disentanglement"] = dis
+        _disentanglement_figures(dis, settings.disentanglement, enc_test, model, metrics["latents"], tmp)
+
+        # 5. Figures.
         log("figures")
         figs = _image_figures(model, data, enc_test, settings, tmp)
         figures.plot_classifier_curves(curves, tmp / "classifier_curves.png")
@@ -174,6 +211,12 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSetti
                                 tmp / "embedding.png")
         if (run_dir / "metrics.csv").is_file():
             figures.plot_losses(run_dir / "metrics.csv", tmp / "losses.png")
+        if settings.checkpoints:
+            curve_settings = CurveSettings(replace(settings.curve_probe, device=str(device)), seed=settings.seed,
+                                           batch_size=settings.batch_size, train_share=settings.train_share)
+            rows = learning_curve(run_dir, cfg, data, device, curve_settings, log)
+            metrics["learning_curve"] = rows
+            figures.plot_learning_curve(rows, tmp / "learning_curve.png")
         metrics["figures"] = sorted(p.name for p in tmp.glob("*.png"))
         metrics["style_grid"] = figs
         metrics["settings"] = asdict(settings)
@@ -185,8 +228,10 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSetti
         write_json(tmp / "curves.json", {"classifiers": curves, "predictors": pred_curves})
         final = run_dir / "eval"
         old = run_dir / ".eval-old"
+        shutil.rmtree(old, ignore_errors=True)  # left by a kill between the two renames below
         if final.exists():
             final.rename(old)
+        plain_mode(tmp, directory=True)
         tmp.rename(final)
         shutil.rmtree(old, ignore_errors=True)
     finally:
@@ -242,6 +287,36 @@ def _image_figures(model, data, enc: Encodings, settings: EvalSettings, out: Pat
     figures.save_png(figures.tile_grid(rows, settings.figure_scale), out / "reconstruction.png")
     return {"z_columns": [[int(enc.rows[a]), int(b)] for a, b in zip(cr, cp, strict=True)],
             "s_rows": [[int(enc.rows[a]), int(b)] for a, b in zip(rr, rp, strict=True)]}
+
+
+def _disentanglement_figures(dis: dict, settings: DisentanglementSettings, enc: Encodings, model, latents: dict,
+                             out: Path) -> None:
+    """The partition table as a heat map, mutual information per dimension, and traversals of active z dims."""
+    names = dis["factors"]
+    part = dis["partition"]
+    cols = ["s balanced acc", "z balanced acc", "chance", "s share of MI", "z share of MI"]
+    grid = [[r["s_balanced_acc"], r["z_balanced_acc"], r["chance"], r["s_mi_share"], r["z_mi_share"]] for r in part]
+    figures.plot_heatmap(np.array(grid), names, cols, "Which part holds each factor (test characters; z sampled)",
+                         out / "partition.png", vmax=1.0)
+    mi = np.array(dis["mutual_info_s_z"]).T  # (factors, s dims + z dims)
+    ds = enc.s.shape[-1]
+    labels = [f"s{i}" for i in range(ds)] + [f"z{i}" for i in range(mi.shape[1] - ds)]
+    figures.plot_heatmap(mi, names, labels, "Mutual information (nats) of each dimension (s, then sampled z) "
+                         "with each factor", out / "mutual_info.png", fmt="{:.1f}")
+    active = latents["active"]
+    if not active:
+        return
+    # Traversals: one row per active z dimension, swept over its mean +- 3 standard deviations across
+    # images, from one test image's (z mean, s).
+    mu = enc.z.flatten(0, 1)
+    center, spread = mu.mean(0), mu.std(0)
+    z0, s0 = enc.z[0, 0], enc.s[0, 0]
+    t = torch.linspace(-3, 3, 9)
+    zs = z0.repeat(len(active) * len(t), 1)
+    for r, d in enumerate(active):
+        zs[r * len(t):(r + 1) * len(t), d] = center[d] + t * spread[d]
+    tiles = decode_batched(model, zs, s0.repeat(len(zs), 1)).view(len(active), len(t), 3, 60, 60)
+    figures.save_png(figures.tile_grid(tiles, 2), out / "traversals.png")
 
 
 def _read_meta(run_dir: Path) -> dict:

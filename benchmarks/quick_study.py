@@ -1,0 +1,257 @@
+"""The quick-preset study: which settings give the best model for a fixed CPU budget.
+
+Every variant is the ``quick`` preset plus ``--set`` overrides. The budget is CPU time, so each
+variant trains for as many steps as fit in ``--budget-s`` at *its own* step time on the CPU
+(measured here by ``time``), whatever machine then runs the training:
+
+    python benchmarks/quick_study.py time --out study/cpu_times.json            # on the 2-core CPU
+    python benchmarks/quick_study.py run --times study/cpu_times.json \\
+        --budget-s 1740 --device cuda --parallel 16 --out study/runs           # anywhere (a GPU is fastest)
+    python benchmarks/quick_study.py table --out study/runs                     # -> markdown table
+
+A run is ``ccvae train --preset quick --set ... --max-steps N`` then ``ccvae evaluate``: the same
+code and protocol as ``ccvae run --preset quick``. ``run`` trains the variants with seed 0, then the
+best ``--finalists`` again with seed 1 (best: identity from sampled z within twice chance in both
+identity protocols, then the highest ground-truth swap PSNR).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# name -> --set overrides on top of the quick preset. "running": the reverse cycle normalises with
+# batch norm's running statistics (the network users get) instead of the batch's.
+R = ["train.reverse_norm_stats=running"]
+POST = ["train.reverse_z=posterior"]
+COS = ["train.lr_schedule=cosine"]
+BIGDEC = ["model.dec_channels=[128,64,32,16]", "model.dec_hidden=512"]
+# In order of priority: when a machine cannot fit them all (``--adapt-at``), the last ones are dropped.
+VARIANTS: dict[str, list[str]] = {
+    "R-kl1-post": R + POST + ["train.kl_coef=1.0"],
+    "R-kl0.3-post": R + POST + ["train.kl_coef=0.3"],
+    "R-kl1": R + ["train.kl_coef=1.0"],
+    "base": [],
+    "R-kl1-post-cos-bigdec": R + POST + COS + BIGDEC + ["train.kl_coef=1.0"],
+    "R-kl0.3-post-cos": R + POST + COS + ["train.kl_coef=0.3"],
+    "R-kl1-cos": R + COS + ["train.kl_coef=1.0"],
+    "R-kl1-bigdec": R + BIGDEC + ["train.kl_coef=1.0"],
+    "R": R,
+    "R-kl0.3": R + ["train.kl_coef=0.3"],
+    "R-kl0.3-post-rc30": R + POST + ["train.kl_coef=0.3", "train.reverse_cycle_coef=30.0"],
+    "encnone-kl1": ["model.norm=none", "train.kl_coef=1.0"],
+    "R-kl1-post-warm": R + POST + ["train.kl_coef=1.0", "train.kl_warmup_steps=2000"],
+    "R-kl1-z32-s128": R + ["train.kl_coef=1.0", "model.style_dim=32", "model.class_dim=128"],
+    "R-kl1-cos-lr2e-3": R + COS + ["train.kl_coef=1.0", "train.lr=2e-3"],
+    "R-kl1-b64-lr2e-3-cos": R + COS + ["train.kl_coef=1.0", "train.lr=2e-3", "train.batch_size=64"],
+}
+
+
+def _ccvae(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ccvae", *args]
+
+
+def cmd_time(args: argparse.Namespace) -> None:
+    """Median CPU seconds per training step of each variant (``--steps`` steps after a warm-up)."""
+    import torch
+
+    from ccvae.config import build_config
+    from ccvae.data.dataset import SpritesDataset
+    from ccvae.train import Trainer
+
+    data = SpritesDataset.load(args.data)
+    out = {"cpu": _cpu_name(), "threads": torch.get_num_threads(), "steps": args.steps, "s_per_step": {}}
+    for name, sets in VARIANTS.items():
+        cfg = build_config("quick", overrides=sets)
+        trainer = Trainer(cfg, data, Path("/nonexistent"), torch.device("cpu"), quiet=True)
+        order = trainer.epoch_order(0)
+        bs = cfg.train.batch_size
+        times = []
+        for i in range(args.steps + 3):
+            t0 = time.perf_counter()
+            trainer.train_step(order[i * bs:(i + 1) * bs])
+            trainer.step += 1
+            if i >= 3:
+                times.append(time.perf_counter() - t0)
+        out["s_per_step"][name] = statistics.median(times)
+        print(f"{name:28s} {1000 * out['s_per_step'][name]:7.1f} ms/step (batch {bs})", flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2))
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def _launch(name: str, seed: int, steps: int, args: argparse.Namespace) -> subprocess.Popen:
+    run = Path(args.out) / f"{name}__seed{seed}"
+    sets = [a for s in VARIANTS[name] for a in ("--set", s)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    script = (f"{' '.join(map(_q, _ccvae('train', '--preset', 'quick', *sets, '--max-steps', str(steps), '--seed', str(seed), '--out', str(run), '--device', args.device, '--quiet', '--data', args.data)))}"
+              f" && {' '.join(map(_q, _ccvae('evaluate', str(run), '--device', args.device, '--quiet', '--data', args.data)))}")
+    log = open(Path(args.out) / f"{name}__seed{seed}.log", "w")
+    return subprocess.Popen(["bash", "-c", script], stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def _q(s: str) -> str:
+    import shlex
+    return shlex.quote(s)
+
+
+def _last_step(run: Path) -> int:
+    try:
+        lines = (run / "metrics.csv").read_text().strip().splitlines()
+        return int(lines[-1].split(",")[1]) if len(lines) > 1 else 0
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _run_batch(jobs: list[tuple[str, int]], times: dict, args: argparse.Namespace, deadline: float) -> None:
+    """Run ``jobs`` ``--parallel`` at a time. At ``--adapt-at`` seconds, if the training steps done so far
+    say the batch cannot finish (training plus ``--eval-s``) before the deadline, drop the jobs at the
+    end of the list until the rest can (the machine's throughput is shared by the jobs running)."""
+    pending = list(jobs)
+    running: list[tuple[subprocess.Popen, str, int, float, int]] = []
+    t_start, adapted = time.time(), False
+    while pending or running:
+        while pending and len(running) < args.parallel:
+            name, seed = pending.pop(0)
+            steps = int(args.budget_s / times[name])
+            running.append((_launch(name, seed, steps, args), name, seed, time.time(), steps))
+            print(f"started {name} seed {seed}: {steps} steps", flush=True)
+        time.sleep(2)
+        for job in list(running):
+            proc, name, seed, t0, _ = job
+            if proc.poll() is not None:
+                running.remove(job)
+                print(f"finished {name} seed {seed}: exit {proc.returncode} in {time.time() - t0:.0f} s", flush=True)
+        elapsed = time.time() - t_start
+        if args.adapt_at and not adapted and elapsed > args.adapt_at and running:
+            adapted = True
+            done = sum(_last_step(Path(args.out) / f"{n}__seed{s}") for _, n, s, _, _ in running)
+            rate = done / elapsed  # steps/s of the whole machine
+            left = sum(st for *_, st in running) + sum(int(args.budget_s / times[n]) for n, _ in pending) - done
+            room = deadline - time.time() - args.eval_s
+            print(f"adapt: {done} steps in {elapsed:.0f} s = {rate:.0f} steps/s; {left} left; {room:.0f} s of room",
+                  flush=True)
+            while rate > 0 and left / rate > room and (pending or len(running) > 1):
+                if pending:
+                    name, seed = pending.pop()
+                    left -= int(args.budget_s / times[name])
+                else:
+                    proc, name, seed, _, st = running.pop()
+                    proc.kill()
+                    left -= st - _last_step(Path(args.out) / f"{name}__seed{seed}")
+                print(f"dropped {name} seed {seed}: no time for it on this machine", flush=True)
+        if time.time() > deadline:
+            for proc, name, seed, _, _ in running:
+                proc.kill()
+                print(f"killed {name} seed {seed} at the deadline", flush=True)
+            return
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    times = json.loads(Path(args.times).read_text())["s_per_step"]
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    names = args.only.split(",") if args.only else list(VARIANTS)
+    seeds = [int(x) for x in args.seeds.split(",")]
+    _run_batch([(n, sd) for sd in seeds for n in names], times, args, start + args.deadline_s)
+    rows = collect(Path(args.out))
+    best = [r["variant"] for r in _ranked(rows) if r["seed"] == 0][:args.finalists]
+    if args.finalists and time.time() < start + args.deadline_s - args.phase2_min_s:
+        _run_batch([(n, 1) for n in best], times, args, start + args.deadline_s)
+    write_table(Path(args.out), times, args.budget_s)
+
+
+def _ranked(rows: list[dict]) -> list[dict]:
+    ok = [r for r in rows if "swap_psnr" in r]
+    return sorted(ok, key=lambda r: (not r["leak_ok"], -r["swap_psnr"]))
+
+
+def collect(out: Path) -> list[dict]:
+    rows = []
+    for mj in sorted(out.glob("*__seed*/eval/metrics.json")):
+        run = mj.parent.parent
+        name, seed = run.name.rsplit("__seed", 1)
+        m = json.loads(mj.read_text())
+        c = m["classifiers"]
+        ia, ih, po = c["identity_all"], c["identity_heldout"], c["pose"]
+        leak_ok = ia["z"]["test_acc"] <= 2 * ia["chance"] and ih["z"]["test_acc"] <= 2 * ih["chance"]
+        rows.append({
+            "variant": name, "seed": int(seed), "steps": m["run"]["steps"],
+            "swap_psnr": m["swap"]["swap_psnr"], "recon_psnr": m["swap"]["reconstruction_psnr"],
+            "id_heldout_s": ih["s"]["test_acc"], "id_all_s": ia["s"]["test_acc"],
+            "id_heldout_z": ih["z"]["test_acc"], "id_all_z": ia["z"]["test_acc"],
+            "id_heldout_zmean_std": ih["z_mean_std"]["test_acc"],
+            "pose_z": po["z"]["test_acc"], "pose_zmean": po["z_mean"]["test_acc"], "pose_s": po["s"]["test_acc"],
+            "active_units": m["latents"]["active_units"], "leak_ok": leak_ok,
+        })
+    return rows
+
+
+def write_table(out: Path, times: dict, budget_s: float) -> None:
+    rows = collect(out)
+    lines = ["| variant | seed | CPU ms/step | steps | swap PSNR | recon PSNR | id unseen s | id all s | "
+             "id unseen z (sampled) | id all z (sampled) | id unseen z mean std. | pose z | pose s | active z |",
+             "|" + "---|" * 15]
+    for r in _ranked(rows):
+        lines.append(
+            f"| {r['variant']} | {r['seed']} | {1000 * times[r['variant']]:.0f} | {r['steps']} | {r['swap_psnr']:.2f} | "
+            f"{r['recon_psnr']:.2f} | {100 * r['id_heldout_s']:.1f} | {100 * r['id_all_s']:.1f} | "
+            f"{100 * r['id_heldout_z']:.1f} | {100 * r['id_all_z']:.2f} | {100 * r['id_heldout_zmean_std']:.1f} | "
+            f"{100 * r['pose_z']:.1f} | {100 * r['pose_s']:.1f} | {r['active_units']} |")
+    text = "\n".join(lines) + "\n"
+    (out / "table.md").write_text(text)
+    (out / "rows.json").write_text(json.dumps(rows, indent=2))
+    print(text)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("time")
+    t.add_argument("--data", default=os.environ.get("CCVAE_DATA", "../shared/data/sprites/sprites60.npz"))
+    t.add_argument("--steps", type=int, default=15)
+    t.add_argument("--out", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--data", default=os.environ.get("CCVAE_DATA", "../shared/data/sprites/sprites60.npz"))
+    r.add_argument("--times", required=True)
+    r.add_argument("--budget-s", type=float, default=1740.0, help="CPU seconds of training per variant")
+    r.add_argument("--device", default="auto")
+    r.add_argument("--parallel", type=int, default=1)
+    r.add_argument("--finalists", type=int, default=4)
+    r.add_argument("--only", help="comma-separated variant names (default: all)")
+    r.add_argument("--seeds", default="0", help="comma-separated seeds of the first phase")
+    r.add_argument("--deadline-s", type=float, default=1e9, help="kill what still runs after this many seconds")
+    r.add_argument("--phase2-min-s", type=float, default=240.0, help="start the seed-1 finalists only with this much left")
+    r.add_argument("--adapt-at", type=float, default=0.0, help="seconds after which to drop what cannot finish")
+    r.add_argument("--eval-s", type=float, default=90.0, help="time an evaluation needs, for --adapt-at")
+    r.add_argument("--out", required=True)
+    tb = sub.add_parser("table")
+    tb.add_argument("--times", required=True)
+    tb.add_argument("--budget-s", type=float, default=1740.0)
+    tb.add_argument("--out", required=True)
+    args = p.parse_args()
+    if args.cmd == "time":
+        cmd_time(args)
+    elif args.cmd == "run":
+        cmd_run(args)
+    else:
+        write_table(Path(args.out), json.loads(Path(args.times).read_text())["s_per_step"], args.budget_s)
+
+
+if __name__ == "__main__":
+    main()
