@@ -86,7 +86,8 @@ def _train(args: argparse.Namespace) -> int:
     result = train(cfg, data, run_dir, args.device, resume=args.resume, quiet=args.quiet,
                    resume_overrides=overrides)
     if result.interrupted:
-        print(f"interrupted at step {result.step}; resume with: ccvae train --out {run_dir} --resume", file=sys.stderr)
+        print(f"ccvae: interrupted at step {result.step}; resume with: ccvae train --out {run_dir} --resume",
+              file=sys.stderr)
         return 130
     print(run_dir)
     return 0
@@ -151,7 +152,8 @@ def _run(args: argparse.Namespace) -> int:
     result = train(cfg, data, run_dir, args.device, resume=args.resume, quiet=args.quiet,
                    resume_overrides=overrides if args.resume else None)
     if result.interrupted:
-        print(f"interrupted; finish it with: ccvae run --out {run_dir} --resume", file=sys.stderr)
+        print(f"ccvae: interrupted at step {result.step}; finish it with: ccvae run --out {run_dir} --resume",
+              file=sys.stderr)
         return 130
     log = (lambda msg: None) if args.quiet else (lambda msg: print(f"evaluate: {msg}", file=sys.stderr))
     m = evaluate_run(run_dir, data, EvalSettings(checkpoints=True), device=resolve_device(args.device), log=log)

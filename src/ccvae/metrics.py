@@ -98,6 +98,8 @@ def _fit_trees(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_t
                seed: int) -> tuple[np.ndarray, float, float]:
     from sklearn.ensemble import GradientBoostingClassifier
 
+    if len(np.unique(y_train)) < 2:  # nothing to learn: no code is important, the constant is exact
+        return np.zeros(x_train.shape[1]), 1.0, float(np.mean(y_test == y_train[0]))
     model = GradientBoostingClassifier(random_state=seed)
     model.fit(x_train, y_train)
     return (np.abs(model.feature_importances_), float(np.mean(model.predict(x_train) == y_train)),
@@ -141,6 +143,8 @@ def sap(codes_train: np.ndarray, factors_train: np.ndarray, codes_test: np.ndarr
             if continuous_factors:
                 c = np.cov(codes_train[i], factors_train[j], ddof=1)
                 score[i, j] = c[0, 1] ** 2 / (c[0, 0] * c[1, 1]) if c[0, 0] > 1e-12 else 0.0
+            elif len(np.unique(factors_train[j])) < 2:  # a constant factor: every code predicts it alike
+                score[i, j] = np.mean(factors_test[j] == factors_train[j][0])
             else:
                 clf = LinearSVC(C=0.01, class_weight="balanced")
                 clf.fit(codes_train[i][:, None], factors_train[j])

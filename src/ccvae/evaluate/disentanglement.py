@@ -80,9 +80,13 @@ def partition_table(parts: dict[str, np.ndarray], factors: np.ndarray, names: li
     rows = []
     for j, fname in enumerate(names):
         y = factors[j]
-        row = {"factor": fname, "kind": "identity" if j < len(ATTRIBUTE_NAMES) else "pose",
+        row = {"factor": fname, "kind": "identity" if fname in ATTRIBUTE_NAMES else "pose",
                "values": int(len(np.unique(y))), "chance": 1.0 / len(np.unique(y[~train]))}
         for name, codes in parts.items():
+            if len(np.unique(y[fit])) < 2:  # too few characters to vary it: the constant is all a probe learns
+                row[f"{name}_balanced_acc"] = _balanced_accuracy(y[~train], np.full((~train).sum(), y[fit][0]))
+                row[f"{name}_mi"] = float(mi[name][:, j].sum())
+                continue
             x = StandardScaler().fit(codes[:, fit].T)
             clf = LogisticRegression(max_iter=200)
             with warnings.catch_warnings():  # a probe stopped at its cap still scores what it learned
@@ -104,6 +108,9 @@ def disentanglement_metrics(s_codes: np.ndarray, z_sample: np.ndarray, z_mean: n
     Codes are (num_codes, R * P). DCI and SAP use ``n_train`` / ``n_test`` images drawn at random
     (as disentanglement_lib samples points); MIG uses all images.
     """
+    varying = [j for j in range(len(names)) if len(np.unique(factors[j])) > 1]
+    constant = [names[j] for j in range(len(names)) if j not in varying]
+    factors, names = factors[varying], [names[j] for j in varying]  # a factor with one value has no entropy
     rng = np.random.default_rng(settings.seed)
     idx = rng.permutation(factors.shape[1])
 
@@ -116,7 +123,7 @@ def disentanglement_metrics(s_codes: np.ndarray, z_sample: np.ndarray, z_mean: n
     tr, te = split(settings.n_train, settings.n_test)
     dtr, dte = split(settings.dci_train, settings.dci_test)
     reps = {"s": s_codes, "z": z_sample, "z_mean": z_mean, "s+z": np.concatenate([s_codes, z_sample])}
-    out: dict = {"factors": names, "n_images": int(factors.shape[1]), "n_train": len(tr), "n_test": len(te),
+    out: dict = {"factors": names, "constant_factors": constant, "n_images": int(factors.shape[1]), "n_train": len(tr), "n_test": len(te),
                  "dci_train": len(dtr), "dci_test": len(dte), "mig": {}, "sap": {}}
     for name, codes in reps.items():
         m = metrics.mig(codes, factors)
