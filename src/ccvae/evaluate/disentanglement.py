@@ -25,12 +25,13 @@ HURT_CELL = 20  # the 21st animation cell, hurt, faces down only
 @dataclass
 class DisentanglementSettings:
     # Images drawn for SAP and DCI. disentanglement_lib draws 10,000 / 5,000; its gradient-boosted trees
-    # take ~12 s per 6-valued factor on 1,000 points of 128 codes here, so DCI gets fewer (and is
+    # take ~12 s per 6-valued factor on 1,000 points of 128 codes here (52 s for the 10 factors on two
+    # cores), so DCI gets 600 / 600 points (and is
     # computed on s + sampled z only) to keep the metrics within a minute of evaluation.
     n_train: int = 3000  # SAP
     n_test: int = 2000  # SAP
-    dci_train: int = 1000
-    dci_test: int = 1000
+    dci_train: int = 600
+    dci_test: int = 600
     n_jobs: int = 2  # processes for DCI's trees
     probe_share: float = 0.8  # characters whose images train the partition probes
     probe_images: int = 5000  # of their images, at most this many (a linear probe needs no more)
