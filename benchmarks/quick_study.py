@@ -50,6 +50,11 @@ VARIANTS: dict[str, list[str]] = {
     "R-kl1-z32-s128": R + ["train.kl_coef=1.0", "model.style_dim=32", "model.class_dim=128"],
     "R-kl1-cos-lr2e-3": R + COS + ["train.kl_coef=1.0", "train.lr=2e-3"],
     "R-kl1-b64-lr2e-3-cos": R + COS + ["train.kl_coef=1.0", "train.lr=2e-3", "train.batch_size=64"],
+    # Second round, without R (which collapsed z): the first round's knobs on the preset's own setting.
+    "kl1": ["train.kl_coef=1.0"],
+    "post": POST,
+    "cos": COS,
+    "kl1-post-cos-bigdec": POST + COS + BIGDEC + ["train.kl_coef=1.0"],
 }
 
 
