@@ -4,8 +4,8 @@ Every variant is the ``quick`` preset plus ``--set`` overrides. The budget is CP
 variant trains for as many steps as fit in ``--budget-s`` at *its own* step time on the CPU
 (measured here by ``time``), whatever machine then runs the training:
 
-    python benchmarks/quick_study.py time --out study/cpu_times.json            # on the 2-core CPU
-    python benchmarks/quick_study.py run --times study/cpu_times.json \\
+    python benchmarks/quick_study.py time --out docs/quick-study-cpu-times.json            # on the 2-core CPU
+    python benchmarks/quick_study.py run --times docs/quick-study-cpu-times.json \\
         --budget-s 1740 --device cuda --parallel 16 --out study/runs           # anywhere (a GPU is fastest)
     python benchmarks/quick_study.py table --out study/runs                     # -> markdown table
 

@@ -11,7 +11,7 @@ python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$out/gpu.
 # MPS lets the small kernels of several processes share the GPU instead of time-slicing it.
 if nvidia-cuda-mps-control -d 2>/dev/null; then echo "MPS on" | tee -a "$out/gpu.txt"; fi
 work=/tmp/quick-study
-python3 benchmarks/quick_study.py run --data "$data" --times study/cpu_times.json --budget-s "$budget" \
+python3 benchmarks/quick_study.py run --data "$data" --times docs/quick-study-cpu-times.json --budget-s "$budget" \
   --device cuda --parallel 16 --finalists 4 --deadline-s 500 --phase2-min-s 170 --adapt-at 75 --eval-s 80 \
   --out "$work" 2>&1 | tee "$out/study.log"
 cp "$work"/table.md "$work"/rows.json "$out"/ 2>/dev/null
