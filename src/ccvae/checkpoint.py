@@ -15,7 +15,7 @@ import torch
 
 from ccvae import __version__
 from ccvae.config import Config
-from ccvae.errors import UserError
+from ccvae.errors import UserError, first_line
 from ccvae.fileio import atomic_path
 from ccvae.model import CCVAE
 
@@ -47,7 +47,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], keep_previous: bool
                 os.link(path, link)
                 os.replace(link, prev)
     except (OSError, RuntimeError) as e:  # torch.save reports ENOSPC as a RuntimeError from its zip writer
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise UserError(f"{path}: cannot write the checkpoint ({first[:160]}); the last good checkpoint is kept") from None
 
 
@@ -84,7 +84,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise UserError(f"{path}: truncated or unreadable checkpoint ({first[:200]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or any(k not in state for k in REQUIRED):
         raise UserError(f"{path}: not a ccvae checkpoint")
@@ -106,7 +106,7 @@ def model_from_checkpoint(state: dict[str, Any], path: str | Path, config: Confi
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError, TypeError) as e:
-        first = str(e).strip().splitlines()[0]
+        first = first_line(e)
         raise UserError(f"{path}: weights do not match the model config ({first[:200]})") from None
     return model, cfg
 

@@ -6,3 +6,9 @@ class UserError(Exception):
 
     The CLI prints ``ccvae: error: <message>`` and exits with status 2.
     """
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type's name when the message is empty)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import scipy.io
 
-from ccvae.errors import UserError
+from ccvae.errors import UserError, first_line
 
 IMAGE_SIZE = 60
 N_CELLS = 21
@@ -90,7 +90,7 @@ def read_character(path: str | Path) -> Character:
     except (OSError, KeyError, RuntimeError, ValueError, TypeError, IndexError, AttributeError) as e:
         # h5py raises OSError for truncated or non-HDF5 files, and KeyError / RuntimeError / ValueError
         # for damaged object headers, local heaps or references.
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise UserError(f"{path}: cannot read as MATLAB v7.3/HDF5, damaged or not a sprites file "
                         f"({type(e).__name__}: {first[:160]})") from None
     if labels.size != N_ATTRIBUTES:

@@ -24,7 +24,7 @@ from ccvae.data.mat import (
     read_splits,
 )
 from ccvae.data.packed import SPLITS, save_packed
-from ccvae.errors import UserError
+from ccvae.errors import UserError, first_line
 from ccvae.fileio import ensure_writable, file_digest
 
 N_CHARACTERS = 672
@@ -115,7 +115,7 @@ def extract_sprites(tarball: Path, dest: Path) -> Path:
                     shutil.copyfileobj(src, out)
                 n += 1
     except (tarfile.TarError, EOFError, zlib.error) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise UserError(f"{tarball}: not a tarball, or truncated or corrupt ({first})") from None
     except OSError as e:
         raise UserError(f"{tarball}: cannot read tarball ({e})") from None
