@@ -26,11 +26,11 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from ccvae.config import build_config
-from ccvae.cycle import CycleLosses
 from ccvae.data import load_dataset, resolve_data_path
 from ccvae.hardware import resolve_device
+from ccvae.methods.ccvae import CycleVAE
 from ccvae.model import CCVAE
-from ccvae.train import Trainer, make_optimizers
+from ccvae.train import Trainer
 
 
 class ItemPairs(Dataset):
@@ -159,8 +159,9 @@ def main() -> None:
         rows = data.rows("train").cpu().numpy()
         torch.manual_seed(0)
         model = CCVAE(cfg.model).to(device)
-        losses = CycleLosses(model, cfg.train, fast=False)
-        opt_fwd, opt_rev, _ = make_optimizers(model, cfg, fast=False)
+        losses = CycleVAE(model, cfg, fast=False)
+        opts = losses.make_optimizers()
+        opt_fwd, opt_rev = opts["fwd"], opts["rev"]
         pairs = forever(DataLoader(ItemPairs(images, rows), batch_size=B, shuffle=True, drop_last=True))
         singles = forever(DataLoader(ItemImages(images, rows, seed=1), batch_size=B, shuffle=True, drop_last=True))
 

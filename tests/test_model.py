@@ -9,11 +9,10 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from ccvae.config import PRESETS, Config, build_config
-from ccvae.cycle import CycleLosses
 from ccvae.errors import UserError
 from ccvae.losses import kl_to_standard_normal
+from ccvae.methods.ccvae import CycleVAE
 from ccvae.model import CCVAE, ModelConfig
-from ccvae.train import make_optimizers
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
@@ -46,7 +45,7 @@ def _setup(fast=True, seed=0):
     cfg = build_config("smoke", overrides=["model.style_dim=6", "model.class_dim=5"])
     torch.manual_seed(seed)
     model = CCVAE(cfg.model)
-    return cfg, model, CycleLosses(model, cfg.train, fast=fast)
+    return cfg, model, CycleVAE(model, cfg, fast=fast)
 
 
 def test_every_parameter_gets_a_gradient_from_the_forward_cycle():
@@ -63,7 +62,7 @@ def test_every_parameter_gets_a_gradient_from_the_forward_cycle():
 
 def test_reverse_cycle_updates_encoder_only():
     cfg, model, losses = _setup()
-    opt_fwd, opt_rev = make_optimizers(model, cfg, fast=True)
+    opt_rev = losses.make_optimizers()["rev"]
     g = torch.Generator().manual_seed(2)
     # Give the decoder stale gradients, as after a forward-cycle step: the reverse step must not use them.
     losses("forward", torch.rand(4, 3, 60, 60), torch.rand(4, 3, 60, 60), torch.randn(8, 6))[0].backward()
@@ -122,7 +121,7 @@ def test_fast_path_matches_plain_path():
     x1, x2, xa, xb = (torch.rand(8, 3, 60, 60, generator=g) for _ in range(4))
     eps, z = torch.randn(16, 6, generator=g), torch.randn(8, 6, generator=g)
     cfg, model, fast = _setup(fast=True, seed=5)
-    plain = CycleLosses(model, cfg.train, fast=False)
+    plain = CycleVAE(model, cfg, fast=False)
     for mode, args in (("forward", (x1, x2, eps)), ("reverse", (xa, xb, z))):
         v_fast, g_fast = _grads(fast, model, mode, *args)
         v_plain, g_plain = _grads(plain, model, mode, *args)
@@ -138,7 +137,7 @@ def test_fast_path_matches_plain_path():
     states = {}
     for fast_opt in (True, False):
         _, m, _ = _setup(seed=7)
-        opt_fwd, _ = make_optimizers(m, cfg, fast=fast_opt)
+        opt_fwd = CycleVAE(m, cfg, fast=fast_opt).make_optimizers()["fwd"]
         gg = torch.Generator().manual_seed(8)
         for _ in range(5):
             for p in m.parameters():
@@ -175,7 +174,7 @@ def test_config_roundtrip_and_toml(tmp_path):
 def test_reverse_cycle_leaves_batch_norm_running_stats():
     cfg = build_config("smoke", overrides=["model.norm=batch", "model.dec_norm=batch", "model.style_dim=6"])
     model = CCVAE(cfg.model)
-    losses = CycleLosses(model, cfg.train)
+    losses = CycleVAE(model, cfg)
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     before = [m.running_mean.clone() for m in bns]
     losses("reverse", torch.rand(4, 3, 60, 60), torch.rand(4, 3, 60, 60), torch.randn(4, 6))[0].backward()

@@ -58,7 +58,8 @@ def test_smoke_run_folder(tmp_path, capsys, tiny_npz):
     assert "done: 20 steps" in (run / "log.txt").read_text()
     assert (run / "checkpoints" / "last.pt").is_file()
     state = load_checkpoint(run / "checkpoints" / "last.pt")
-    assert state["step"] == 20 and {"opt_fwd", "opt_rev", "rng"} <= set(state)
+    assert state["step"] == 20 and {"optimizers", "extras", "rng"} <= set(state)
+    assert set(state["optimizers"]) == {"fwd", "rev"} and state["method"] == "ccvae"
     model, cfg2 = load_run(run)
     mu, logvar, s = model.encode(torch.rand(2, 3, 60, 60))
     assert model.decode(mu, s).shape == (2, 3, 60, 60) and cfg2.model.style_dim == 8
@@ -114,7 +115,7 @@ def test_sigint_saves_and_exits_130(tmp_path, tiny_npz):
 
 
 def test_nan_stops_with_step_and_term(tmp_path, tiny_npz, monkeypatch):
-    from ccvae.cycle import CycleLosses
+    from ccvae.methods.ccvae import CycleVAE
     from ccvae.train import prepare_run_dir
 
     cfg = build_config("smoke", overrides=["train.checkpoint_every=2", "train.log_every=1"])
@@ -122,7 +123,7 @@ def test_nan_stops_with_step_and_term(tmp_path, tiny_npz, monkeypatch):
     (run / "checkpoints").mkdir(parents=True)
     prepare_run_dir(run, resume=False)
     trainer = Trainer(cfg, load_dataset(tiny_npz), run, torch.device("cpu"), quiet=True)
-    orig = CycleLosses.forward_cycle
+    orig = CycleVAE.loss_forward
     calls = {"n": 0}
 
     def poisoned(self, x1, x2, eps):
@@ -132,7 +133,7 @@ def test_nan_stops_with_step_and_term(tmp_path, tiny_npz, monkeypatch):
             return loss * float("nan"), recon, kl * float("inf")
         return loss, recon, kl
 
-    monkeypatch.setattr(CycleLosses, "forward_cycle", poisoned)
+    monkeypatch.setattr(CycleVAE, "loss_forward", poisoned)
     with pytest.raises(TrainingDiverged, match="kl loss is inf at step 5"):
         trainer.run()
     state = load_checkpoint(run / "checkpoints" / "last.pt")

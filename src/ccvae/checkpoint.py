@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ccvae import __version__
-from ccvae.config import Config
+from ccvae.config import SECTIONS, Config
 from ccvae.errors import UserError, first_line
 from ccvae.fileio import atomic_path
 from ccvae.model import CCVAE
@@ -71,7 +71,9 @@ def _fallback_hint(path: Path) -> str:
 
 # What a checkpoint's top-level fields must be, beyond the required keys' presence.
 FIELD_TYPES = {"config": dict, "model": dict, "step": numbers.Integral, "wall_s": numbers.Real,
-               "opt_fwd": dict, "opt_rev": dict, "rng": list, "world_size": numbers.Integral}
+               "optimizers": dict, "extras": dict, "method": str,
+               "opt_fwd": dict, "opt_rev": dict,  # the ccvae optimisers in checkpoints before ccvae.methods
+               "rng": list, "world_size": numbers.Integral}
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -120,7 +122,7 @@ def read_run_config(run_dir: str | Path) -> Config:
         raise UserError(f"{path}: not found; is {run_dir} a ccvae run folder?") from None
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: invalid JSON ({e})") from None
-    return Config.from_dict({k: d[k] for k in ("model", "train") if k in d}, str(path))
+    return Config.from_dict({k: d[k] for k in SECTIONS if k in d}, str(path))
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "last.pt") -> tuple[CCVAE, Config]:

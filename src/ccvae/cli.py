@@ -11,6 +11,11 @@ from pathlib import Path
 from ccvae import __version__
 from ccvae.errors import UserError
 
+# Spelled out here so that ``--help`` needs no torch import; tests check them against config.PRESETS / METHOD_NAMES.
+PRESET_NAMES = ("paper", "paper-z512-s64", "paper-z1024-s512", "quick", "quick-mathieu", "quick-szabo", "quick-mlvae",
+                "smoke")
+METHOD_NAMES = ("ccvae", "mathieu", "szabo", "mlvae")
+
 EXIT_CODES = """exit codes:
   0    success
   2    bad input (a file, an option, a config value), a full or read-only disk, or out of memory:
@@ -52,7 +57,7 @@ def _train_config(args: argparse.Namespace):
     for flag, key in (("epochs", "train.epochs"), ("max_steps", "train.max_steps"), ("seed", "train.seed")):
         if getattr(args, flag, None) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
-    return build_config(args.preset, args.config, overrides)
+    return build_config(args.preset, args.config, overrides, method=args.method)
 
 
 def _default_run_dir(preset: str) -> Path:
@@ -64,7 +69,7 @@ def _default_run_dir(preset: str) -> Path:
 def _check_resume_args(args: argparse.Namespace) -> None:
     if not args.out:
         raise UserError("--resume needs --out RUN_DIR (the run to continue)")
-    changed = [f for f in ("config", "set", "seed") if getattr(args, f)] + (
+    changed = [f for f in ("config", "set", "seed", "method") if getattr(args, f)] + (
         ["preset"] if args.preset != "paper" else [])
     if changed:
         raise UserError(f"--resume continues a run with its own config; drop --{changed[0].replace('_', '-')} "
@@ -122,6 +127,13 @@ def _print_summary(m: dict) -> None:
           f"{sw['reconstruction_psnr']:.2f} dB", file=sys.stderr)
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from ccvae.compare import build_compare
+
+    print(build_compare(args.run_dirs, args.out))
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from ccvae.report import build_report
 
@@ -167,10 +179,15 @@ def _run(args: argparse.Namespace) -> int:
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="packed .npz (default: $CCVAE_DATA, then $CCVAE_HOME/sprites60.npz)")
     p.add_argument("--preset", default="paper",
-                   choices=("paper", "paper-z512-s64", "paper-z1024-s512", "quick", "smoke"),
+                   choices=PRESET_NAMES,
                    help="paper: the reference run (z 512 / s 512, 150 epochs); paper-z512-s64, paper-z1024-s512: "
-                        "the paper's Table 1 rows; quick: 10,000 steps, 15-40 min on a 2-core CPU; smoke: seconds")
-    p.add_argument("--config", help="TOML file with [model] and [train] tables, applied over the preset")
+                        "the paper's Table 1 rows; quick: 10,000 steps, 15-40 min on a 2-core CPU; quick-<method>: "
+                        "the quick budget tuned for a baseline; smoke: seconds")
+    p.add_argument("--method", choices=METHOD_NAMES,
+                   help="ccvae (default): the cycle-consistent VAE; mathieu: Mathieu et al. 2016; szabo: Szabo et al. "
+                        "2018; mlvae: ML-VAE (Bouchacourt et al. 2018). = --set method.name=M, except that with a "
+                        "preset P that has a tuned variant P-M (quick-mathieu, ...) that variant is used")
+    p.add_argument("--config", help="TOML file with [model], [train] and [method] tables, applied over the preset")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any config field, e.g. --set train.lr=5e-4 --set model.norm=batch")
     p.add_argument("--out", help="run folder (default: runs/<preset>-<time>)")
@@ -202,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = dsub.add_parser("info", help="summarise a packed file")
     info.add_argument("--data", help="packed .npz (default: $CCVAE_DATA, then $CCVAE_HOME/sprites60.npz)")
     info.set_defaults(func=_data_info)
-    tr = sub.add_parser("train", help="train the cycle-consistent VAE", epilog=EXIT_CODES,
+    tr = sub.add_parser("train", help="train the cycle-consistent VAE or a baseline (--method)", epilog=EXIT_CODES,
                         formatter_class=argparse.RawDescriptionHelpFormatter,
                         description="Train a run into --out. The default preset is the paper's full 150-epoch run "
                                     "(208,500 steps: 0.27-0.61 s each on a 2-core CPU, so 16-35 hours; use a GPU); --preset quick gives a real result in about "
@@ -226,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="write RUN_DIR/report/index.html from the run folder")
     rp.add_argument("run_dir", help="a run folder with eval/ (see ccvae evaluate)")
     rp.set_defaults(func=_report)
+
+    cp = sub.add_parser("compare", help="one HTML page comparing evaluated runs (methods) as the paper's Table 1")
+    cp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders, each evaluated (ccvae evaluate)")
+    cp.add_argument("--out", default="runs/compare", help="folder for index.html (default: runs/compare)")
+    cp.set_defaults(func=_compare)
 
     rn = sub.add_parser("run", help="the main job: prepare data if missing, train, evaluate, report",
                         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)

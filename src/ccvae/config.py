@@ -22,6 +22,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 LR_SCHEDULES = ("step", "cosine")
 REVERSE_Z = ("prior", "posterior")
 NORM_STATS = ("batch", "running")
+METHOD_NAMES = ("ccvae", "mathieu", "szabo", "mlvae")
+SECTIONS = ("model", "train", "method")
 
 
 @dataclass
@@ -53,9 +55,38 @@ class TrainConfig:
 
 
 @dataclass
+class MethodConfig:
+    """Which method trains the backbone, and the baselines' own settings.
+
+    The cycle-consistent VAE's settings (and what every method shares: lr, batch, reconstruction and
+    KL coefficients) are in ``[train]``.
+    """
+
+    name: str = "ccvae"  # ccvae | mathieu (Mathieu et al. 2016) | szabo (Szabo et al. 2018) | mlvae (ML-VAE)
+    adversarial_coef: float = 1.0  # mathieu, szabo: weight of the generator's adversarial term
+    self_reconstruction_coef: float = 1.0  # mathieu: x1 from its own (z1, s1), beside the swapped reconstruction
+    disc_lr: float = 0.0  # mathieu, szabo: the discriminator's Adam lr (0: train.lr)
+    disc_beta1: float = 0.5  # mathieu, szabo: the discriminator's Adam beta1 (0.5: Radford et al. 2016)
+    # mathieu, szabo: skip the discriminator's update while its accuracy on the batch is above this
+    # (the Mathieu re-implementation uses 0.8); 1: never skip. Below 1 it reads the accuracy every step.
+    disc_max_accuracy: float = 1.0
+
+    def validate(self) -> list[str]:
+        checks = [
+            (self.name in METHOD_NAMES, f"method.name must be one of {', '.join(METHOD_NAMES)}"),
+            (min(self.adversarial_coef, self.self_reconstruction_coef) >= 0, "method coefficients must be >= 0"),
+            (self.disc_lr >= 0, "method.disc_lr must be >= 0 (0: train.lr)"),
+            (0 <= self.disc_beta1 < 1, "method.disc_beta1 must be in [0, 1)"),
+            (0 < self.disc_max_accuracy <= 1, "method.disc_max_accuracy must be in (0, 1]"),
+        ]
+        return [msg for ok, msg in checks if not ok]
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -65,7 +96,7 @@ class Config:
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> Config:
         cfg = cls()
-        unknown = set(d) - {"model", "train"}
+        unknown = set(d) - set(SECTIONS)
         if unknown:
             raise UserError(f"{source}: unknown config section(s) {', '.join(sorted(unknown))}")
         for section, values in d.items():
@@ -78,12 +109,11 @@ class Config:
     def validate(self) -> None:
         """Raise ``UserError`` for out-of-range values, naming the field."""
         t = self.train
-        nonfinite = [f"{sec}.{k} must be a finite number, got {v}" for sec in ("model", "train")
-                     for k, v in dataclasses.asdict(getattr(self, sec)).items()
-                     if isinstance(v, float) and not math.isfinite(v)]
+        nonfinite = [f"{sec}.{k} must be a finite number, got {v}" for sec in SECTIONS
+                     for k, v in dataclasses.asdict(getattr(self, sec)).items() if isinstance(v, float) and not math.isfinite(v)]
         if nonfinite:  # the range checks below would let inf through
             raise UserError("invalid config: " + "; ".join(nonfinite))
-        errs = list(self.model.validate())
+        errs = list(self.model.validate()) + self.method.validate()
         checks = [
             (t.lr > 0, "train.lr must be > 0"),
             (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1 and train.beta2 must be in [0, 1)"),
@@ -133,8 +163,8 @@ def _coerce(value: Any, annotation: Any, name: str, source: str) -> Any:
 def set_field(cfg: Config, dotted: str, value: Any, source: str = "--set") -> None:
     """Set ``section.key`` on ``cfg`` with type checking; unknown keys are an error."""
     section, _, key = dotted.partition(".")
-    if section not in ("model", "train") or not key:
-        raise UserError(f"{source}: unknown config key '{dotted}' (use model.<field> or train.<field>)")
+    if section not in SECTIONS or not key:
+        raise UserError(f"{source}: unknown config key '{dotted}' (use model.<field>, train.<field> or method.<field>)")
     obj = getattr(cfg, section)
     hints = typing.get_type_hints(type(obj))
     if key not in hints:
@@ -154,14 +184,8 @@ def parse_set(item: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-# Presets. ``quick``: about 35 minutes of training and evaluation on a 2-core CPU; ``smoke``: tests.
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    # The reference re-implementation's run: z 512 / s 512 (its published hyperparameters).
-    "paper": {},
-    # The two Sprites rows of the paper's Table 1 (z 512 / s 64 and z 1024 / s 512), same network and schedule.
-    "paper-z512-s64": {"model": {"style_dim": 512, "class_dim": 64}},
-    "paper-z1024-s512": {"model": {"style_dim": 1024, "class_dim": 512}},
-    "quick": {
+# The quick preset (the cycle-consistent VAE at a CPU budget); the baselines' quick presets start from it.
+_QUICK: dict[str, dict[str, Any]] = {
         # Sized for a 2-core CPU: 0.16-0.20 s per step on AVX2-only machines (10,000 steps in 27-33 minutes),
         # 0.06 s on a Zen 5 with AVX512-BF16 (about 11 minutes). Batch norm, batch 32 and lr 1e-3 learned fastest
         # in 2-minute pilots; the 16-variant study of docs/quick-study.md (KL 0.3-3, posterior z and running
@@ -174,7 +198,21 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                   "dec_channels": [64, 32, 32, 16], "dec_hidden": 256, "norm": "batch", "dec_norm": "batch"},
         "train": {"lr": 1e-3, "batch_size": 32, "epochs": 4, "max_steps": 10_000, "lr_decay_epochs": 3,
                   "lr_decay_factor": 0.2, "log_every": 50, "checkpoint_every": 500, "keep_every_epochs": 1},
-    },
+}
+
+# Presets. ``quick``: about 35 minutes of training and evaluation on a 2-core CPU; ``smoke``: tests.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # The reference re-implementation's run: z 512 / s 512 (its published hyperparameters).
+    "paper": {},
+    # The two Sprites rows of the paper's Table 1 (z 512 / s 64 and z 1024 / s 512), same network and schedule.
+    "paper-z512-s64": {"model": {"style_dim": 512, "class_dim": 64}},
+    "paper-z1024-s512": {"model": {"style_dim": 1024, "class_dim": 512}},
+    "quick": _QUICK,
+    # The baselines at the quick budget: the quick preset's backbone and optimiser, each method's own
+    # terms (see docs/baselines.md for the pilots behind each setting).
+    "quick-mathieu": {**_QUICK, "method": {"name": "mathieu"}},
+    "quick-szabo": {**_QUICK, "method": {"name": "szabo"}},
+    "quick-mlvae": {**_QUICK, "method": {"name": "mlvae"}},
     "smoke": {
         "model": {"style_dim": 8, "class_dim": 8, "enc_channels": [8, 8, 8, 8], "dec_channels": [8, 8, 8, 8],
                   "dec_hidden": 32},
@@ -184,11 +222,22 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def build_config(preset: str = "paper", file: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Preset, then a TOML file, then ``--set`` overrides; validated."""
+def build_config(preset: str = "paper", file: str | Path | None = None, overrides: list[str] | None = None,
+                 method: str | None = None) -> Config:
+    """Preset, then a TOML file, then ``--set`` overrides; validated.
+
+    ``method`` sets ``method.name``; when the preset has a variant tuned for it (``quick`` ->
+    ``quick-mathieu``), that variant is the starting point instead.
+    """
     if preset not in PRESETS:
         raise UserError(f"--preset {preset!r}: choose from {', '.join(PRESETS)}")
+    if method is not None:
+        if method not in METHOD_NAMES:
+            raise UserError(f"--method {method!r}: choose from {', '.join(METHOD_NAMES)}")
+        preset = f"{preset}-{method}" if f"{preset}-{method}" in PRESETS else preset
     cfg = Config.from_dict(PRESETS[preset], f"preset {preset}")
+    if method is not None:
+        cfg.method.name = method
     if file is not None:
         path = Path(file)
         try:
@@ -198,7 +247,7 @@ def build_config(preset: str = "paper", file: str | Path | None = None, override
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise UserError(f"{path}: invalid TOML ({e})") from None
         for section, values in data.items():
-            if section not in ("model", "train") or not isinstance(values, dict):
+            if section not in SECTIONS or not isinstance(values, dict):
                 raise UserError(f"{path}: unknown config section [{section}]")
             for k, v in values.items():
                 set_field(cfg, f"{section}.{k}", v, str(path))

@@ -32,28 +32,40 @@ def _num(v: str | None) -> float:
         return float("nan")
 
 
+# Columns of metrics.csv that are not training curves.
+_NOT_CURVES = ("epoch", "step", "images", "wall_s", "images_per_s")
+_TITLES = {"reconstruction": "reconstruction (MSE x1' + MSE x2')", "kl": "KL of z (per pixel)",
+           "kl_s": "KL of the group's s (per pixel)", "reverse_cycle": "reverse cycle (L1)",
+           "adversarial": "generator adversarial (BCE)", "discriminator": "discriminator (BCE real + fake)",
+           "disc_accuracy": "discriminator accuracy", "lr": "learning rate"}
+# Diagnostics drawn on the axes of the term they shadow (eval-mode beside train-mode).
+_OVERLAYS = {"reverse_cycle_eval": "reverse_cycle"}
+
+
 def plot_losses(metrics_csv: Path, out: Path) -> Path:
-    """The three training losses and the learning rate against step (log scale), from metrics.csv."""
+    """Every training curve of metrics.csv (the method's terms and the learning rate) against step."""
     with open(metrics_csv, newline="", encoding="utf-8", errors="replace") as f:
-        rows = [r for r in csv.DictReader(f) if None not in r and None not in r.values()]  # skip cut-short rows
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
-    if rows:
-        step = np.array([_num(r.get("step")) for r in rows])
-        for ax, key, title in zip(axes, ("reconstruction", "kl", "reverse_cycle", "lr"),
-                                  ("reconstruction (MSE x1' + MSE x2')", "KL (per pixel)", "reverse cycle (L1)",
-                                   "learning rate"), strict=True):
-            y = np.array([_num(r.get(key)) for r in rows])
-            ax.plot(step, y, lw=1.2, label="train mode")
-            if key == "reverse_cycle" and rows and "reverse_cycle_eval" in rows[0]:
-                y2 = np.array([_num(r.get("reverse_cycle_eval")) for r in rows])
+        reader = csv.DictReader(f)
+        rows = [r for r in reader if None not in r and None not in r.values()]  # skip cut-short rows
+        header = reader.fieldnames or []
+    keys = [k for k in header if k not in _NOT_CURVES and k not in _OVERLAYS]
+    fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(4 * max(len(keys), 1), 3.4), squeeze=False)
+    step = np.array([_num(r.get("step")) for r in rows])
+    for ax, key in zip(axes[0], keys, strict=False):  # no keys: one empty axis
+        y = np.array([_num(r.get(key)) for r in rows])
+        ax.plot(step, y, lw=1.2, label="train mode")
+        for extra, target in _OVERLAYS.items():
+            if target == key and extra in header:
+                y2 = np.array([_num(r.get(extra)) for r in rows])
                 ax.plot(step, y2, lw=1.2, label="eval mode")
                 ax.legend(fontsize=8)
                 y = np.concatenate([y, y2])
-            if np.all(y[np.isfinite(y)] > 0):
-                ax.set_yscale("log")
-            ax.set_title(title, fontsize=10)
-            ax.set_xlabel("step")
-            ax.grid(alpha=0.3)
+        finite = y[np.isfinite(y)]
+        if finite.size and np.all(finite > 0) and key != "disc_accuracy":
+            ax.set_yscale("log")
+        ax.set_title(_TITLES.get(key, key), fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     _save_fig(fig, out)
     return out

@@ -92,9 +92,12 @@ class Encoder(nn.Module):
         self.z_logvar = nn.Linear(flat, cfg.style_dim)
         self.s = nn.Linear(flat, cfg.class_dim)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, 3, H, W) -> the flattened features the heads read: (B, 512) by default."""
+        return self.convs(x).flatten(1)  # (B, 128, 2, 2) -> (B, 512)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        h = self.convs(x)  # (B, 128, 2, 2) by default
-        h = h.flatten(1)  # (B, 512)
+        h = self.features(x)
         return self.z_mu(h), self.z_logvar(h), self.s(h)  # (B, style_dim) x2, (B, class_dim)
 
 

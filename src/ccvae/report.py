@@ -22,6 +22,8 @@ PAPER_TABLE = [
 REFERENCE_RUN = {"s_acc": 77.0, "z_acc": 16.0, "regen_s_to_z": 0.00023, "regen_z_to_s": 0.0054,
                  "final_reconstruction": 0.0033}
 
+METHOD_TITLES = {"ccvae": "Cycle-consistent VAE", "mathieu": "Mathieu et al. (2016)", "szabo": "Szabó et al. (2018)",
+                 "mlvae": "ML-VAE (Bouchacourt et al. 2018)"}
 LATENT_LABELS = {"s": "s", "z": "z (sampled)", "z_mean": "z mean (raw)", "z_mean_std": "z mean (standardised)"}
 
 FIGURES = [
@@ -110,7 +112,8 @@ def _page(run_dir: Path, eval_dir: Path, m: dict, cfg: dict) -> str:
                     f"{REFERENCE_RUN['regen_s_to_z']:.5f}", f"{REFERENCE_RUN['regen_z_to_s']:.4f}",
                     f"{REFERENCE_RUN['final_reconstruction']:.4f}"])
     final_recon = last_metric(run_dir / "metrics.csv", "reconstruction")
-    compare.append(["This run (ccvae)", dims, "672 identities, held-out 20% of poses",
+    method = cfg.get("method", {}).get("name", "ccvae")
+    compare.append([f"This run ({method})", dims, "672 identities, held-out 20% of poses",
                     _pct(ia["z"]["test_acc"]), _pct(ia["s"]["test_acc"]),
                     f"{m['predictors']['s_to_z']['regeneration_mse']:.5f}",
                     f"{m['predictors']['z_to_s']['regeneration_mse']:.4f}",
@@ -176,7 +179,7 @@ def _page(run_dir: Path, eval_dir: Path, m: dict, cfg: dict) -> str:
         p = eval_dir / name
         if p.is_file():
             figs.append(f"<figure>{_img(p)}<figcaption>{html.escape(caption)}</figcaption></figure>")
-    cfg_text = json.dumps({k: cfg[k] for k in ("model", "train")}, indent=2)
+    cfg_text = json.dumps({k: cfg[k] for k in ("model", "train", "method") if k in cfg}, indent=2)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ccvae report: {html.escape(run_dir.name)}</title>
 <style>
@@ -188,9 +191,10 @@ pre {{ background: #f7f7f7; padding: 1em; overflow: auto; }}
 .cards {{ display: flex; gap: 1em; margin: 1em 0; }} .card {{ flex: 1; border: 1px solid #ccc; padding: 0.6em; }}
 .num {{ font-size: 1.6em; font-weight: bold; }} .sub {{ color: #666; font-size: 0.85em; }}
 </style></head><body>
-<h1>Cycle-consistent VAE on 2D Sprites: {html.escape(run_dir.name)}</h1>
-<p>Jha, Anand, Singh, Veeravasarapu, <i>Disentangling Factors of Variation with Cycle-Consistent Variational
-Auto-Encoders</i>, ECCV 2018. Model in eval mode; images, swaps and predictors use z = its mean.</p>
+<h1>{html.escape(METHOD_TITLES.get(method, method))} on 2D Sprites: {html.escape(run_dir.name)}</h1>
+<p>Method: {html.escape(METHOD_TITLES.get(method, method))}. The package reproduces Jha, Anand, Singh, Veeravasarapu,
+<i>Disentangling Factors of Variation with Cycle-Consistent Variational Auto-Encoders</i>, ECCV 2018, and the methods it
+was compared with. Model in eval mode; images, swaps and predictors use z = its mean.</p>
 <div class="cards">{cards}</div>
 {top_grid}
 <h2>Side by side with the paper and the reference run</h2>

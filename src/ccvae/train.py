@@ -29,18 +29,20 @@ from ccvae.checkpoint import (
     save_checkpoint,
 )
 from ccvae.config import Config, TrainConfig
-from ccvae.cycle import CycleLosses
 from ccvae.data.dataset import SpritesDataset
 from ccvae.errors import UserError
 from ccvae.fileio import DirLock, atomic_path, ensure_writable, write_json
-from ccvae.hardware import DistInfo, autocast, init_distributed, resolve_precision, seed_everything
+from ccvae.hardware import DistInfo, init_distributed, resolve_precision, seed_everything
+from ccvae.methods import METHODS, Method, StepContext, build_method
 from ccvae.model import CCVAE
 
-# reverse_cycle_eval: the reverse-cycle L1 of the last batch with the model in eval mode (the network users
-# get); with batch norm it can be far above the train-mode value when the encoder leans on batch statistics.
-METRIC_FIELDS = ("epoch", "step", "images", "wall_s", "reconstruction", "kl", "reverse_cycle", "reverse_cycle_eval",
-                 "lr", "images_per_s")
-TERMS = ("reconstruction", "kl", "reverse_cycle")
+
+def metric_fields(method: type[Method] | Method) -> tuple[str, ...]:
+    """The columns of a run's metrics.csv: position, the method's terms and diagnostics, lr, throughput."""
+    return ("epoch", "step", "images", "wall_s", *method.TERMS, *method.DIAGNOSTICS, "lr", "images_per_s")
+
+
+METRIC_FIELDS = metric_fields(METHODS["ccvae"])
 
 
 class TrainingDiverged(UserError):
@@ -53,17 +55,6 @@ class TrainResult:
     step: int
     wall_s: float
     interrupted: bool = False
-
-
-def make_optimizers(model: CCVAE, cfg: Config, fast: bool):
-    """Adam over encoder+decoder (forward cycle) and Adam over the encoder only (reverse cycle)."""
-    t = cfg.train
-    kw = dict(lr=t.lr, betas=(t.beta1, t.beta2))
-    # fused Adam is one kernel per step on CPU and CUDA; the plain form is the per-parameter loop.
-    impl = {"fused": True} if fast else {"foreach": False}
-    opt_fwd = torch.optim.Adam(model.parameters(), **kw, **impl)
-    opt_rev = torch.optim.Adam(model.encoder.parameters(), **kw, **impl)
-    return opt_fwd, opt_rev
 
 
 def lr_factor(t: TrainConfig, step: int, steps_per_epoch: int, total_steps: int) -> float:
@@ -105,21 +96,22 @@ class Trainer:
             self.model = CCVAE(cfg.model).to(device)
         except ValueError as e:  # an architecture the image size does not allow
             raise UserError(f"invalid model config: {e}") from None
-        self.losses = CycleLosses(self.model, t, fast=fast)
-        self.step_module: nn.Module = self.losses
+        self.method = build_method(cfg, self.model, fast=fast).to(device)
+        self.step_module: nn.Module = self.method
         if self.dist.enabled:
-            # Unused in the reverse step: the decoder (no graph) and the logvar and s heads.
+            # Each mode uses part of the parameters (the ccvae reverse step: not the decoder, logvar and s heads).
             self.step_module = nn.parallel.DistributedDataParallel(
-                self.losses, find_unused_parameters=True,
+                self.method, find_unused_parameters=True,
                 device_ids=[device.index] if device.type == "cuda" else None)
-        self.opt_fwd, self.opt_rev = make_optimizers(self.model, cfg, fast)
+        self.optimizers = self.method.make_optimizers()
+        # Each group's lr as built (a discriminator may have its own); the schedule scales these.
+        self.base_lrs = {k: [g["lr"] for g in o.param_groups] for k, o in self.optimizers.items()}
         # Per-rank streams for sampling and noise; the epoch order is shared (seeded per epoch).
         self.g_data = torch.Generator(device=device).manual_seed(t.seed * 7919 + self.dist.rank)
         self.g_noise = torch.Generator(device=device).manual_seed(t.seed * 7919 + 104729 + self.dist.rank)
         self.step = 0
         self.wall_s = 0.0
         self._stop = False
-        self._last_reverse: tuple[torch.Tensor, ...] | None = None  # for the eval-mode reverse-cycle L1
 
     # -- state -----------------------------------------------------------------------
     def state(self) -> dict:
@@ -132,8 +124,9 @@ class Trainer:
         return {
             "config": self.cfg.to_dict(),
             "model": self.model.state_dict(),
-            "opt_fwd": self.opt_fwd.state_dict(),
-            "opt_rev": self.opt_rev.state_dict(),
+            "method": self.method.name,
+            "extras": self.method.extras.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "step": self.step,
             "wall_s": self.wall_s,
             "world_size": self.dist.world_size,
@@ -144,8 +137,15 @@ class Trainer:
         model, _ = model_from_checkpoint(state, path, self.cfg)
         self.model.load_state_dict(model.state_dict())
         try:
-            self.opt_fwd.load_state_dict(state["opt_fwd"])
-            self.opt_rev.load_state_dict(state["opt_rev"])
+            if state.get("method", "ccvae") != self.method.name:
+                raise UserError(f"{path}: trained with method {state.get('method', 'ccvae')}, not {self.method.name}")
+            self.method.extras.load_state_dict(state.get("extras", {}))
+            # Checkpoints before the methods package named the two ccvae optimisers opt_fwd / opt_rev.
+            saved = state.get("optimizers") or {"fwd": state["opt_fwd"], "rev": state["opt_rev"]}
+            if set(saved) != set(self.optimizers):
+                raise KeyError(f"optimizers {sorted(saved)}, expected {sorted(self.optimizers)}")
+            for k, opt in self.optimizers.items():
+                opt.load_state_dict(saved[k])
             if state["world_size"] != self.dist.world_size:
                 raise UserError(f"{path}: saved by {state['world_size']} process(es); resume with the same number "
                                 f"(now {self.dist.world_size})")
@@ -178,61 +178,30 @@ class Trainer:
         return self.data.flat_order("train", g)
 
     def train_step(self, flat: torch.Tensor) -> torch.Tensor:
-        """Both cycles on one batch; returns (reconstruction, kl, reverse_cycle L1, reverse ran) as a (4,) tensor."""
-        t, d = self.cfg.train, self.cfg.model
-        lr = t.lr * lr_factor(t, self.step, self.steps_per_epoch, self.total_steps)
-        for opt in (self.opt_fwd, self.opt_rev):
-            for group in opt.param_groups:
-                group["lr"] = lr
-        self.losses.kl_scale = min(1.0, self.step / t.kl_warmup_steps) if t.kl_warmup_steps else 1.0
-        pairs = self.data.pairs_from_flat(flat, self.g_data)
-        b = pairs.x1.shape[0]
-        eps = torch.randn(2 * b, d.style_dim, generator=self.g_noise, device=self.device)
-        self.opt_fwd.zero_grad(set_to_none=True)
-        with autocast(self.device, self.precision):
-            loss, recon, kl = self.step_module("forward", pairs.x1, pairs.x2, eps)
-        loss.backward()
-        self.opt_fwd.step()
-
-        if self.step % t.reverse_every:
-            zero = torch.zeros((), device=self.device)
-            return torch.stack([recon.float(), kl.float(), zero, zero])
-        xa = self.data.sample(b, self.g_data).x
-        xb = self.data.sample(b, self.g_data).x
-        noise = torch.randn(b, d.style_dim, generator=self.g_noise, device=self.device)
-        self.opt_rev.zero_grad(set_to_none=True)
-        with autocast(self.device, self.precision):
-            rev, l1 = self.step_module("reverse", xa, xb, noise)
-        rev.backward()
-        self.opt_rev.step()
-        self._last_reverse = (xa, xb, noise)
-        return torch.stack([recon.float(), kl.float(), l1.float(), torch.ones((), device=self.device)])
-
-    @torch.no_grad()
-    def reverse_cycle_eval(self) -> float:
-        """The reverse-cycle L1 of the last reverse batch with the model in eval mode (NaN before any)."""
-        if self._last_reverse is None:
-            return float("nan")
-        self.model.eval()
-        try:
-            with autocast(self.device, self.precision):
-                _, l1 = self.losses.reverse_cycle(*self._last_reverse)
-        finally:
-            self.model.train()
-        return l1.item()
+        """One step of the method on this rank's batch; returns (values, ran) of its terms as a (2T,) tensor."""
+        t = self.cfg.train
+        factor = lr_factor(t, self.step, self.steps_per_epoch, self.total_steps)
+        for name, opt in self.optimizers.items():
+            for group, base in zip(opt.param_groups, self.base_lrs[name], strict=True):
+                group["lr"] = base * factor
+        self.method.kl_scale = min(1.0, self.step / t.kl_warmup_steps) if t.kl_warmup_steps else 1.0
+        ctx = StepContext(self.data, flat, self.g_data, self.g_noise, self.device, self.precision, self.step,
+                          self.step_module, self.optimizers)
+        values, ran = self.method.train_step(ctx)
+        return torch.cat([values, ran])
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> TrainResult:
         t = self.cfg.train
         main = self.dist.is_main
-        logger = RunLogger(self.run_dir, enabled=main)
-        logger.log(f"ccvae {__version__} | device {self.device} | precision {self.precision} | "
+        logger = RunLogger(self.run_dir, metric_fields(self.method), enabled=main)
+        logger.log(f"ccvae {__version__} | method {self.method.name} | device {self.device} | precision {self.precision} | "
                    f"{self.dist.world_size} process(es) | {self.model.num_parameters():,} parameters | "
                    f"{self.steps_per_epoch} steps/epoch | {self.total_steps} steps | from step {self.step}")
         bar = tqdm(total=self.total_steps, initial=self.step, disable=self.quiet or not main,
                    unit="step", dynamic_ncols=True, file=sys.stderr)
         old_handlers = _install_stop_handlers(self)
-        buf = torch.zeros(t.log_every, 4, device=self.device)
+        buf = torch.zeros(t.log_every, 2 * len(self.method.TERMS), device=self.device)
         n_buf, interval_start, interval_step = 0, time.perf_counter(), self.step
         order, order_epoch = None, -1
         try:
@@ -253,8 +222,8 @@ class Trainer:
                     self.wall_s += now - interval_start
                     row = self._flush(buf[:n_buf], interval_step, now - interval_start)
                     logger.metrics(row)
-                    bar.set_postfix(recon=f"{row['reconstruction']:.4g}", kl=f"{row['kl']:.3g}",
-                                    rev=f"{row['reverse_cycle']:.3g}", img_s=f"{row['images_per_s']:.0f}")
+                    bar.set_postfix({k[:6]: f"{row[k]:.3g}" for k in self.method.TERMS},
+                                    img_s=f"{row['images_per_s']:.0f}")
                     n_buf, interval_start, interval_step = 0, time.perf_counter(), self.step
                 if save_now or stop:
                     keep = epoch + 1 if epoch_done and ((epoch + 1) % t.keep_every_epochs == 0 or finished) else None
@@ -304,28 +273,29 @@ class Trainer:
             gathered = losses.detach().clone()
             dist.all_reduce(gathered)  # sum over ranks; NaN anywhere stays NaN
             vals = gathered.cpu() / self.dist.world_size
-        bad = ~torch.isfinite(vals[:, :3])
+        n_terms = len(self.method.TERMS)
+        values, ran = vals[:, :n_terms], vals[:, n_terms:]
+        bad = ~torch.isfinite(values) & (ran > 0)
         if bad.any():
             r, c = (int(v) for v in bad.nonzero()[0])
             last = self.run_dir / "checkpoints" / "last.pt"
             kept = (f"the last good checkpoint is {last}" if last.is_file() else
                     "no checkpoint had been written yet, so nothing of the run is kept")
             raise TrainingDiverged(
-                f"the {TERMS[c]} loss is {vals[r, c].item()} at step {first_step + r + 1}; training stopped, {kept}")
-        mean = vals.mean(0)
-        n_rev = vals[:, 3].sum().item()
-        n_steps = len(vals)
+                f"the {self.method.TERMS[c]} loss is {values[r, c].item()} at step {first_step + r + 1}; training stopped, {kept}")
+        n_ran = ran.sum(0)
+        # A term skipped at some steps (the ccvae reverse cycle with reverse_every > 1) averages the steps it ran.
+        means = torch.where(ran > 0, values, torch.zeros_like(values)).sum(0) / n_ran.clamp(min=1)
+        means = torch.where(n_ran > 0, means, torch.full_like(means, float("nan")))
         return {
             "epoch": (self.step - 1) // self.steps_per_epoch + 1,
             "step": self.step,
             "images": self.step * self.cfg.train.batch_size,
             "wall_s": round(self.wall_s, 3),
-            "reconstruction": mean[0].item(),
-            "kl": mean[1].item(),
-            "reverse_cycle": vals[:, 2].sum().item() / n_rev if n_rev else float("nan"),
-            "reverse_cycle_eval": self.reverse_cycle_eval(),
-            "lr": self.opt_fwd.param_groups[0]["lr"],
-            "images_per_s": n_steps * self.cfg.train.batch_size / max(seconds, 1e-9),
+            **{k: means[i].item() for i, k in enumerate(self.method.TERMS)},
+            **self.method.diagnostics(),
+            "lr": next(iter(self.optimizers.values())).param_groups[0]["lr"],
+            "images_per_s": len(vals) * self.cfg.train.batch_size / max(seconds, 1e-9),
         }
 
 
@@ -347,16 +317,17 @@ def _restore_handlers(old: dict) -> None:
 class RunLogger:
     """log.txt, metrics.csv and TensorBoard; a no-op on ranks other than 0."""
 
-    def __init__(self, run_dir: Path, enabled: bool = True) -> None:
+    def __init__(self, run_dir: Path, fields: tuple[str, ...], enabled: bool = True) -> None:
         self.enabled = enabled
         self.run_dir = run_dir
+        self.fields = fields
         self.tb = None
         if not enabled:
             return
         self.metrics_path = run_dir / "metrics.csv"
         if not self.metrics_path.exists():
             with open(self.metrics_path, "w", newline="") as f:
-                csv.writer(f).writerow(METRIC_FIELDS)
+                csv.writer(f).writerow(fields)
         try:
             from torch.utils.tensorboard import SummaryWriter
             self.tb = SummaryWriter(str(run_dir / "tensorboard"))
@@ -374,10 +345,10 @@ class RunLogger:
         if not self.enabled:
             return
         with open(self.metrics_path, "a", newline="") as f:
-            csv.writer(f).writerow([_fmt(row[k]) for k in METRIC_FIELDS])
-        self.log(" ".join(f"{k}={_fmt(row[k])}" for k in METRIC_FIELDS))
+            csv.writer(f).writerow([_fmt(row[k]) for k in self.fields])
+        self.log(" ".join(f"{k}={_fmt(row[k])}" for k in self.fields))
         if self.tb is not None:
-            for k in ("reconstruction", "kl", "reverse_cycle", "reverse_cycle_eval", "lr", "images_per_s"):
+            for k in self.fields[4:]:
                 self.tb.add_scalar(f"train/{k}", row[k], row["step"])
 
     def close(self) -> None:

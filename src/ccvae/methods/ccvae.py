@@ -1,8 +1,12 @@
-"""One training step of each cycle, as a module so DistributedDataParallel can wrap it.
+"""The cycle-consistent VAE (Jha, Anand, Singh, Veeravasarapu; ECCV 2018, arXiv 1804.10469).
+
+Forward cycle (Sec. 3.1, Eq. 2): swap s within a same-character pair, reconstruct, KL on z; it
+updates encoder and decoder. Reverse cycle (Sec. 3.2, Eq. 3): one z decoded with the s of two
+random images must re-encode to the same z; it updates the encoder only.
 
 ``fast=True`` batches the two halves of each cycle into one encoder and one decoder call
-(identical maths: instance norm is per sample); ``fast=False`` is the plain form, kept for
-the equivalence test and the baseline benchmark.
+(identical maths: normalisation is per sample, or batch norm over the same concatenated batch);
+``fast=False`` is the plain form, kept for the equivalence test and the baseline benchmark.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from ccvae.config import TrainConfig
+from ccvae.config import Config
+from ccvae.hardware import autocast
 from ccvae.losses import kl_to_standard_normal, reconstruction_mse, reverse_cycle_l1
+from ccvae.methods.base import Method, StepContext
 from ccvae.model import CCVAE, reparameterize
 
 
@@ -42,24 +48,66 @@ def frozen_norm_statistics(model: nn.Module, use_running: bool = False) -> Itera
             m.train(training)
 
 
-class CycleLosses(nn.Module):
-    """``forward("forward", x1, x2, eps)`` -> (loss, recon, kl); ``forward("reverse", xa, xb, noise)`` -> (loss, l1)."""
+class CycleVAE(Method):
+    """``loss_forward(x1, x2, eps)`` -> (loss, recon, kl); ``loss_reverse(xa, xb, noise)`` -> (loss, l1)."""
 
-    def __init__(self, model: CCVAE, cfg: TrainConfig, fast: bool = True) -> None:
-        super().__init__()
-        self.model = model
-        self.cfg = cfg
-        self.fast = fast
-        self.kl_scale = 1.0  # KL warm-up factor in [0, 1], set by the trainer before each step
+    name = "ccvae"
+    paper = "Jha et al., ECCV 2018 (arXiv 1804.10469)"
+    TERMS = ("reconstruction", "kl", "reverse_cycle")
+    # The reverse-cycle L1 of the last reverse batch with the model in eval mode (the network users get);
+    # with batch norm it can be far above the train-mode value when the encoder leans on batch statistics.
+    DIAGNOSTICS = ("reverse_cycle_eval",)
+    MODES = ("forward", "reverse")
 
-    def forward(self, mode: str, a: torch.Tensor, b: torch.Tensor, noise: torch.Tensor):
-        if mode == "forward":
-            return self.forward_cycle(a, b, noise)
-        if mode == "reverse":
-            return self.reverse_cycle(a, b, noise)
-        raise ValueError(f"unknown mode {mode!r}")
+    def __init__(self, model: CCVAE, cfg: Config, fast: bool = True) -> None:
+        super().__init__(model, cfg, fast)
+        self._last_reverse: tuple[torch.Tensor, ...] | None = None
 
-    def forward_cycle(self, x1: torch.Tensor, x2: torch.Tensor, eps: torch.Tensor):
+    def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Adam over encoder+decoder (forward cycle) and Adam over the encoder only (reverse cycle)."""
+        return {"fwd": self.adam(self.model.parameters()), "rev": self.adam(self.model.encoder.parameters())}
+
+    def train_step(self, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+        t, d = self.cfg.train, self.cfg.model
+        opt_fwd, opt_rev = ctx.optimizers["fwd"], ctx.optimizers["rev"]
+        pairs = ctx.data.pairs_from_flat(ctx.flat, ctx.g_data)
+        b = pairs.x1.shape[0]
+        eps = torch.randn(2 * b, d.style_dim, generator=ctx.g_noise, device=ctx.device)
+        opt_fwd.zero_grad(set_to_none=True)
+        with autocast(ctx.device, ctx.precision):
+            loss, recon, kl = ctx.call("forward", pairs.x1, pairs.x2, eps)
+        loss.backward()
+        opt_fwd.step()
+
+        zero = torch.zeros((), device=ctx.device)
+        if ctx.step % t.reverse_every:
+            return torch.stack([recon.float(), kl.float(), zero]), torch.stack([zero + 1, zero + 1, zero])
+        xa = ctx.data.sample(b, ctx.g_data).x
+        xb = ctx.data.sample(b, ctx.g_data).x
+        noise = torch.randn(b, d.style_dim, generator=ctx.g_noise, device=ctx.device)
+        opt_rev.zero_grad(set_to_none=True)
+        with autocast(ctx.device, ctx.precision):
+            rev, l1 = ctx.call("reverse", xa, xb, noise)
+        rev.backward()
+        opt_rev.step()
+        self._last_reverse = (xa, xb, noise, ctx.device, ctx.precision)
+        return torch.stack([recon.float(), kl.float(), l1.float()]), torch.ones(3, device=ctx.device)
+
+    @torch.no_grad()
+    def diagnostics(self) -> dict[str, float]:
+        """The reverse-cycle L1 of the last reverse batch in eval mode (NaN before any)."""
+        if self._last_reverse is None:
+            return {"reverse_cycle_eval": float("nan")}
+        xa, xb, noise, device, precision = self._last_reverse
+        self.model.eval()
+        try:
+            with autocast(device, precision):
+                _, l1 = self.loss_reverse(xa, xb, noise)
+        finally:
+            self.model.train()
+        return {"reverse_cycle_eval": l1.item()}
+
+    def loss_forward(self, x1: torch.Tensor, x2: torch.Tensor, eps: torch.Tensor):
         """Paper Sec. 3.1, Fig. 2(a): swap s within a same-identity pair and reconstruct.
 
         x1, x2: (B, 3, 60, 60), the same characters; eps: (2B, style_dim) ~ N(0, I).
@@ -84,10 +132,11 @@ class CycleLosses(nn.Module):
             kl = kl_to_standard_normal(mu1.float(), logvar1.float(), numel) + kl_to_standard_normal(
                 mu2.float(), logvar2.float(), numel)
         # Paper Eq. (2) with the reference coefficients: 2 * reconstruction + 3 * KL.
-        loss = self.cfg.reconstruction_coef * recon + self.cfg.kl_coef * self.kl_scale * kl
+        t = self.cfg.train
+        loss = t.reconstruction_coef * recon + t.kl_coef * self.kl_scale * kl
         return loss, recon.detach(), kl.detach()
 
-    def reverse_cycle(self, xa: torch.Tensor, xb: torch.Tensor, noise: torch.Tensor):
+    def loss_reverse(self, xa: torch.Tensor, xb: torch.Tensor, noise: torch.Tensor):
         """Paper Sec. 3.2, Fig. 2(b): one z decoded with two identities must re-encode to the same z.
 
         xa, xb: (B, 3, 60, 60), independent images; noise: (B, style_dim) ~ N(0, I). z is ``noise``
@@ -96,11 +145,11 @@ class CycleLosses(nn.Module):
         through the re-encoding: s and z are detached and the decoder runs without a graph.
         """
         m, B = self.model, xa.shape[0]
-        with frozen_norm_statistics(m, use_running=self.cfg.reverse_norm_stats == "running"):
+        with frozen_norm_statistics(m, use_running=self.cfg.train.reverse_norm_stats == "running"):
             return self._reverse_cycle(m, B, xa, xb, noise)
 
     def _reverse_cycle(self, m: CCVAE, B: int, xa: torch.Tensor, xb: torch.Tensor, noise: torch.Tensor):
-        posterior = self.cfg.reverse_z == "posterior"
+        posterior = self.cfg.train.reverse_z == "posterior"
         with torch.no_grad():
             if self.fast:
                 mu, logvar, s = m.encode(torch.cat([xa, xb]))  # (2B, class_dim), detached
@@ -118,4 +167,4 @@ class CycleLosses(nn.Module):
             mu1, mu2 = m.encode(x_gen[:B])[0], m.encode(x_gen[B:])[0]
         # Paper Eq. (3): L1 between the two re-encoded z means, weighted 10 (reference run).
         l1 = reverse_cycle_l1(mu1, mu2)
-        return self.cfg.reverse_cycle_coef * l1, l1.detach()
+        return self.cfg.train.reverse_cycle_coef * l1, l1.detach()

@@ -1,0 +1,88 @@
+"""The interface every training method implements, and what the trainer hands it each step.
+
+A method is an ``nn.Module`` that holds the shared backbone (``CCVAE``: encoder -> (z_mu, z_logvar, s),
+decoder (z, s) -> x) plus any modules of its own (``extras``: discriminators, extra heads). The
+trainer owns the loop, the run folder, checkpoints, resume, NaN checks and DDP; a method owns its
+loss terms, its optimisers and the order of its random draws. Every loss computation goes through
+``forward(mode, ...)`` so that DistributedDataParallel, which wraps the method, sees it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ccvae.config import Config
+from ccvae.data.dataset import SpritesDataset
+from ccvae.model import CCVAE
+
+
+@dataclass
+class StepContext:
+    """What one training step may use. ``call`` is the method itself, or its DDP wrapper."""
+
+    data: SpritesDataset
+    flat: torch.Tensor  # (B_local,) this rank's slice of the epoch order: row * n_poses + pose
+    g_data: torch.Generator  # which images (checkpointed)
+    g_noise: torch.Generator  # reparameterisation and prior noise (checkpointed)
+    device: torch.device
+    precision: str  # fp32 | bf16, for autocast
+    step: int
+    call: Callable[..., tuple[torch.Tensor, ...]]
+    optimizers: dict[str, torch.optim.Optimizer]
+
+
+class Method(nn.Module):
+    """Base class. Subclasses set ``name``, ``TERMS``, ``MODES`` and implement the abstract members."""
+
+    name: ClassVar[str]
+    paper: ClassVar[str]  # citation shown in logs and the comparison page
+    TERMS: ClassVar[tuple[str, ...]]  # per-step values logged to metrics.csv; each must stay finite
+    DIAGNOSTICS: ClassVar[tuple[str, ...]] = ()  # values measured at each log row (``diagnostics()``)
+    MODES: ClassVar[tuple[str, ...]]  # the loss computations ``forward`` dispatches to (``loss_<mode>``)
+
+    def __init__(self, model: CCVAE, cfg: Config, fast: bool = True) -> None:
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.fast = fast
+        self.extras = nn.ModuleDict()  # the method's own modules, checkpointed beside the model
+        self.kl_scale = 1.0  # KL warm-up factor in [0, 1], set by the trainer before each step
+
+    def forward(self, mode: str, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if mode not in self.MODES:
+            raise ValueError(f"{self.name}: unknown mode {mode!r}")
+        return getattr(self, f"loss_{mode}")(*args)
+
+    def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Named optimisers; their states are checkpointed under these names."""
+        raise NotImplementedError
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        """The parameters the method trains on the generator side (the backbone and its own heads)."""
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def train_step(self, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimisation step. Returns ``(values, ran)``, both (len(TERMS),): a term whose computation
+        was skipped this step has ``ran`` 0 and is left out of the logged mean."""
+        raise NotImplementedError
+
+    def diagnostics(self) -> dict[str, float]:
+        """Values for ``DIAGNOSTICS``, measured when a metrics row is written (may sync the host)."""
+        return {}
+
+    def adam(self, params, lr: float | None = None, betas: tuple[float, float] | None = None) -> torch.optim.Adam:
+        """Adam with the run's settings; fused (one kernel per step) on the fast path."""
+        t = self.cfg.train
+        impl = {"fused": True} if self.fast else {"foreach": False}
+        return torch.optim.Adam(params, lr=lr or t.lr, betas=betas or (t.beta1, t.beta2), **impl)
+
+
+def done(*values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(values, ran)`` for a step where every term was computed."""
+    v = torch.stack([x.detach().float() for x in values])
+    return v, torch.ones_like(v)

@@ -1,0 +1,217 @@
+"""Every method behind the one interface: gradients, the generator/discriminator split, resume, loss descent,
+and ``ccvae compare``."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+from ccvae import load_dataset
+from ccvae.checkpoint import load_checkpoint
+from ccvae.cli import main
+from ccvae.config import build_config
+from ccvae.evaluate.probes import ProbeSettings
+from ccvae.evaluate.runner import EvalSettings, evaluate_run
+from ccvae.methods import METHODS, StepContext, build_method
+from ccvae.methods.mlvae import product_of_gaussians
+from ccvae.model import CCVAE
+
+ADVERSARIAL = ("mathieu", "szabo")
+
+
+def _method(name: str, seed: int = 0):
+    cfg = build_config("smoke", overrides=["model.style_dim=6", "model.class_dim=5", "train.precision=fp32"],
+                       method=name)
+    torch.manual_seed(seed)
+    return cfg, build_method(cfg, CCVAE(cfg.model))
+
+
+def _batch(seed: int, b: int = 4):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(b, 3, 60, 60, generator=g) for _ in range(3)], g
+
+
+def _generator_loss(method, x, g):
+    """The generator-side loss of one step, on fixed tensors: (loss, *terms)."""
+    x1, x2, x3 = x
+    b, d = x1.shape[0], method.cfg.model
+    if method.name == "ccvae":
+        return method("forward", x1, x2, torch.randn(2 * b, d.style_dim, generator=g))
+    if method.name == "mathieu":
+        return method("generator", x1, x2, x3, torch.randn(3 * b, d.style_dim, generator=g),
+                      torch.randn(b, d.style_dim, generator=g))
+    if method.name == "szabo":
+        return method("generator", x1, x2, x3)
+    return method("elbo", x1, x2, torch.randn(2 * b, d.style_dim, generator=g), torch.randn(b, d.class_dim, generator=g))
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_generator_parameter_gets_a_gradient(name):
+    _, method = _method(name)
+    x, g = _batch(1)
+    out = _generator_loss(method, x, g)
+    out[0].backward()
+    params = dict(method.named_parameters())
+    trained = {id(p) for p in method.generator_parameters()}
+    assert trained, name
+    for k, p in params.items():
+        if id(p) not in trained:
+            continue
+        assert p.grad is not None, k
+        assert torch.isfinite(p.grad).all(), k
+        assert p.grad.abs().sum() > 0, k
+    if name == "szabo":  # deterministic z: the log-variance head is fixed, not trained
+        assert not method.model.encoder.z_logvar.weight.requires_grad
+        assert id(method.model.encoder.z_logvar.bias) not in trained
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL)
+def test_discriminator_and_generator_steps_move_only_their_own_weights(name, tiny_npz):
+    """Through the real training step: around the generator's optimiser step the discriminator's weights
+    stay bitwise equal, and around the discriminator's the generator's do."""
+    cfg, method = _method(name)
+    data = load_dataset(tiny_npz)
+    opts = method.make_optimizers()
+    disc = lambda: [p.detach().clone() for p in method.extras.parameters()]  # noqa: E731
+    gen = lambda: [p.detach().clone() for p in method.model.parameters()]  # noqa: E731
+    seen = {}
+
+    def watch(opt, key, snapshot):
+        step = opt.step
+
+        def wrapped(*a, **k):
+            before = snapshot()
+            out = step(*a, **k)
+            seen[key] = all(torch.equal(u, v) for u, v in zip(before, snapshot(), strict=True))
+            return out
+        opt.step = wrapped
+
+    watch(opts["gen"], "disc unchanged by generator step", disc)
+    watch(opts["disc"], "generator unchanged by discriminator step", gen)
+    g0 = gen()
+    d0 = disc()
+    ctx = StepContext(data, torch.arange(4), torch.Generator().manual_seed(0), torch.Generator().manual_seed(1),
+                      torch.device("cpu"), "fp32", 0, method, opts)
+    values, ran = method.train_step(ctx)
+    assert seen == {"disc unchanged by generator step": True, "generator unchanged by discriminator step": True}
+    assert any(not torch.equal(a, b) for a, b in zip(g0, gen(), strict=True))  # both did move
+    assert any(not torch.equal(a, b) for a, b in zip(d0, disc(), strict=True))
+    assert values.shape == ran.shape == (len(method.TERMS),) and torch.isfinite(values).all()
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_losses_finite_and_decrease_on_a_fixed_batch(name, tiny_npz):
+    _, method = _method(name, seed=2)
+    data = load_dataset(tiny_npz)  # sprite-like images: noise images would leave little to learn
+    g = torch.Generator().manual_seed(3)
+    pairs = data.sample_pairs(6, g)
+    x = [pairs.x1, pairs.x2, data.sample(6, g).x]
+    opt = method.adam(method.generator_parameters(), lr=3e-3)
+    first = last = None
+    for _ in range(40):
+        g = torch.Generator().manual_seed(9)  # the same noise every step: a fixed objective
+        opt.zero_grad(set_to_none=True)
+        out = _generator_loss(method, x, g)
+        assert all(torch.isfinite(t).all() for t in out if t.dim() == 0), out
+        out[0].backward()
+        opt.step()
+        recon = out[1].item()
+        first = recon if first is None else first
+        last = recon
+    assert last < 0.7 * first, (first, last)
+    if name in ADVERSARIAL:  # the discriminator alone, on fixed real and fake pairs, learns to tell them apart
+        d = method.extras["discriminator"]
+        d_opt = method.adam(d.parameters(), lr=1e-3)
+        fakes = torch.rand(6, 3, 60, 60, generator=torch.Generator().manual_seed(4))
+        losses = []
+        for _ in range(30):
+            d_opt.zero_grad(set_to_none=True)
+            loss, _ = method("discriminator", x[0], x[1], fakes)
+            loss.backward()
+            d_opt.step()
+            losses.append(loss.item())
+        assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_product_of_gaussians_matches_the_closed_form():
+    mu1, mu2 = torch.tensor([0.0, 1.0]), torch.tensor([2.0, -1.0])
+    lv1, lv2 = torch.log(torch.tensor([1.0, 4.0])), torch.log(torch.tensor([1.0, 1.0]))
+    mu, lv = product_of_gaussians(mu1, lv1, mu2, lv2)
+    torch.testing.assert_close(mu, torch.tensor([1.0, (1 / 4 - 1) / (1 / 4 + 1)]))
+    torch.testing.assert_close(lv.exp(), torch.tensor([0.5, 1 / (1 / 4 + 1)]))
+
+
+def _train(capsys, data, out, name, *extra):
+    code = main(["train", "--data", str(data), "--preset", "smoke", "--method", name, "--out", str(out), "--quiet",
+                 "--device", "cpu", *extra])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("name", [m for m in METHODS if m != "ccvae"])  # ccvae: test_train.test_resume_equivalence
+def test_resume_equals_uninterrupted_including_discriminator(name, tmp_path, capsys, tiny_npz):
+    _train(capsys, tiny_npz, tmp_path / "a", name, "--max-steps", "20")
+    _train(capsys, tiny_npz, tmp_path / "b", name, "--max-steps", "10")
+    code = main(["train", "--data", str(tiny_npz), "--out", str(tmp_path / "b"), "--resume", "--max-steps", "20",
+                 "--quiet", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    a = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
+    assert a["method"] == b["method"] == name
+    for part in ("model", "extras"):
+        assert set(a[part]) == set(b[part])
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    for opt in a["optimizers"]:
+        for pid, st in a["optimizers"][opt]["state"].items():
+            for k, v in st.items():
+                assert torch.equal(v, b["optimizers"][opt]["state"][pid][k]), (opt, pid, k)
+
+
+def test_resume_refuses_another_method(tmp_path, capsys, tiny_npz):
+    _train(capsys, tiny_npz, tmp_path / "a", "szabo", "--max-steps", "10")
+    code = main(["train", "--data", str(tiny_npz), "--out", str(tmp_path / "a"), "--resume", "--method", "mathieu",
+                 "--quiet", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--method" in err and "Traceback" not in err
+
+
+def test_compare_page_images_load(tmp_path, capsys, tiny_npz):
+    settings = EvalSettings(probe=ProbeSettings(max_epochs=2, patience=1), n_swaps=100, figure_scale=1)
+    runs = []
+    for name in ("ccvae", "szabo"):
+        run = tmp_path / name
+        _train(capsys, tiny_npz, run, name)
+        evaluate_run(run, tiny_npz, settings, log=lambda m: None)
+        runs.append(run)
+    code = main(["compare", *map(str, runs), "--out", str(tmp_path / "cmp")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    page = (tmp_path / "cmp" / "index.html").read_text()
+    assert page.count("<img ") == 2 and "Szabó et al. (2018)" in page and "Cycle-consistent VAE" in page
+    assert "same test characters and poses" in page and "99.63" in page  # the paper's Szabó row
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", """<script>
+window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+  document.body.setAttribute('data-images', ok + '/' + imgs.length);
+});</script></body>"""))
+    res = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
+                          probe.as_uri()], capture_output=True, text=True, timeout=120)
+    assert 'data-images="2/2"' in res.stdout, res.stderr[-2000:]
+
+
+def test_compare_bad_input(tmp_path, capsys):
+    code = main(["compare", str(tmp_path / "nope"), "--out", str(tmp_path / "cmp")])
+    err = capsys.readouterr().err
+    assert code == 2 and "nope" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "cmp").exists()
