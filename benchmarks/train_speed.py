@@ -93,6 +93,9 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--data")
     ap.add_argument("--precision", default=None, help="override train.precision (default: what ccvae train uses)")
+    ap.add_argument("--method", default=None, help="ccvae (default), mathieu, szabo or mlvae")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override, e.g. --set train.compile=reduce-overhead")
     ap.add_argument("--steps", type=int, default=5, help="steps per timed block")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--skip-baseline", action="store_true")
@@ -101,8 +104,8 @@ def main() -> None:
 
     device = resolve_device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    overrides = [f"train.precision={args.precision}"] if args.precision else []
-    cfg = build_config(args.preset, overrides=overrides)
+    overrides = ([f"train.precision={args.precision}"] if args.precision else []) + args.set
+    cfg = build_config(args.preset, overrides=overrides, method=args.method)
     B = cfg.train.batch_size
     path = resolve_data_path(args.data)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -131,8 +134,12 @@ def main() -> None:
         pos["i"] += 1
 
     data_s = statistics.median(timed_blocks(data_only, 20, args.repeats, sync))
+    # FLOPs of the eager step (a compiled step hides its kernels from the counter; the maths is the same).
+    counter_trainer = trainer if cfg.train.compile == "off" else Trainer(
+        build_config(args.preset, overrides=[*overrides, "train.compile=off"], method=args.method),
+        data, "/nonexistent", device, quiet=True)
     with FlopCounterMode(display=False) as counter:
-        our_step()
+        counter_trainer.train_step(order[:B])
     flops = counter.get_total_flops()
     peak_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     peak = peak_flops(device, peak_dtype)
@@ -189,7 +196,8 @@ def main() -> None:
     else:
         peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux -> MiB
     result = {
-        "device": str(device), "preset": args.preset, "precision": trainer.precision, "batch_size": B,
+        "device": str(device), "preset": args.preset, "method": cfg.method.name, "compile": cfg.train.compile,
+        "precision": trainer.precision, "batch_size": B, "ms_per_step": round(1000 * ours, 2),
         "images_per_s": round(B / ours, 1), "steps_per_s": round(1 / ours, 3),
         "baseline_images_per_s": None if base is None else round(B / base, 1),
         "speedup": None if base is None else round(base / ours, 2),

@@ -215,3 +215,30 @@ def test_compare_bad_input(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "nope" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "cmp").exists()
+
+
+def test_cli_names_match_the_config():
+    from ccvae import cli, config
+
+    assert cli.PRESET_NAMES == tuple(config.PRESETS) and cli.METHOD_NAMES == config.METHOD_NAMES == tuple(METHODS)
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("method.name=vae", "method.name must be one of"), ("method.adversarial_coef=-1", "method coefficients"),
+    ("method.disc_max_accuracy=0", "disc_max_accuracy"), ("method.nope=1", "unknown config key"),
+])
+def test_method_config_errors(override, needle):
+    from ccvae.errors import UserError
+
+    with pytest.raises(UserError, match=needle):
+        build_config("smoke", overrides=[override])
+
+
+def test_quick_presets_of_the_baselines():
+    """``--method M --preset quick`` is the tuned quick-M preset: the quick network, the method's own terms."""
+    quick = build_config("quick")
+    for name in ("mathieu", "szabo", "mlvae"):
+        cfg = build_config("quick", method=name)
+        assert cfg.method.name == name and cfg.model == quick.model
+        assert cfg == build_config(f"quick-{name}")
+        assert cfg.train.max_steps <= cfg.train.epochs * 95_424 // cfg.train.batch_size  # the cap is the steps

@@ -188,11 +188,12 @@ def test_bad_checkpoint_on_resume(tmp_path, capsys, tiny_npz, damage):
 
 
 @pytest.mark.slow
-def test_ddp_two_processes(tmp_path, tiny_npz):
+@pytest.mark.parametrize("method,port", [("ccvae", 29517), ("mathieu", 29518)])  # mathieu: a discriminator too
+def test_ddp_two_processes(tmp_path, tiny_npz, method, port):
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
            "-m", "ccvae", "train", "--data", str(tiny_npz), "--preset", "smoke", "--out", str(run), "--quiet",
-           "--device", "cpu"]
+           "--device", "cpu", "--method", method, "--set", "method.disc_max_accuracy=0.9"]
     res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     log = (run / "log.txt").read_text()

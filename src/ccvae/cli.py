@@ -60,10 +60,12 @@ def _train_config(args: argparse.Namespace):
     return build_config(args.preset, args.config, overrides, method=args.method)
 
 
-def _default_run_dir(preset: str) -> Path:
+def _default_run_dir(args: argparse.Namespace) -> Path:
+    """runs/<preset>[-<method>]-<time>."""
     import time
 
-    return Path("runs") / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = args.preset if not args.method or args.preset.endswith(args.method) else f"{args.preset}-{args.method}"
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _check_resume_args(args: argparse.Namespace) -> None:
@@ -87,7 +89,7 @@ def _train(args: argparse.Namespace) -> int:
     else:
         cfg, overrides = _train_config(args), None
     data = resolve_data_path(args.data)
-    run_dir = Path(args.out) if args.out else _default_run_dir(args.preset)
+    run_dir = Path(args.out) if args.out else _default_run_dir(args)
     result = train(cfg, data, run_dir, args.device, resume=args.resume, quiet=args.quiet,
                    resume_overrides=overrides)
     if result.interrupted:
@@ -159,7 +161,7 @@ def _run(args: argparse.Namespace) -> int:
             raise UserError(f"{data}: --data file not found")
         print(f"data not found at {data}; preparing it", file=sys.stderr)
         prepare(None, data, cache=ccvae_home(), quiet=args.quiet)
-    run_dir = Path(args.out) if args.out else _default_run_dir(args.preset)
+    run_dir = Path(args.out) if args.out else _default_run_dir(args)
     overrides = {k: v for k, v in (("epochs", args.epochs), ("max_steps", args.max_steps)) if v is not None}
     result = train(cfg, data, run_dir, args.device, resume=args.resume, quiet=args.quiet,
                    resume_overrides=overrides if args.resume else None)
@@ -174,6 +176,27 @@ def _run(args: argparse.Namespace) -> int:
     report = build_report(run_dir)
     print(f"report: {report}")
     return 0
+
+
+def _seeds(args: argparse.Namespace) -> int:
+    """--seeds: one child process per seed into OUT/seed<N>; see ccvae.seeds."""
+    from ccvae.seeds import parse_seeds, run_seeds
+
+    seeds = parse_seeds(args.seeds)
+    if args.seed is not None:
+        raise UserError("--seeds and --seed exclude each other")
+    if not args.out:
+        raise UserError("--seeds needs --out DIR (the seeds' runs go to DIR/seed<N>)")
+    if not args.resume:
+        _train_config(args)  # check the config once, before any child starts
+    cuda = args.device == "cuda" or (args.device == "auto" and _cuda_available())
+    return run_seeds(args.argv, seeds, Path(args.out), args.resume, cuda)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -196,6 +219,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="auto: cuda when available, else cpu")
     p.add_argument("--seed", type=int, help="= --set train.seed=N")
+    p.add_argument("--seeds", metavar="N,N,...",
+                   help="one run per seed in parallel processes, into OUT/seed<N> (needs --out); after 'run', "
+                        "OUT/seeds.json has the mean and spread of the headline numbers")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -289,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_usage(sys.stderr)
             print("ccvae: error: choose a command (ccvae --help lists them)", file=sys.stderr)
             return 2
+        args.argv = list(sys.argv[1:] if argv is None else argv)
+        if getattr(args, "seeds", None):
+            return _seeds(args)
         return args.func(args)
     except KeyboardInterrupt:
         print("ccvae: interrupted", file=sys.stderr)

@@ -103,6 +103,9 @@ class Trainer:
             self.step_module = nn.parallel.DistributedDataParallel(
                 self.method, find_unused_parameters=True,
                 device_ids=[device.index] if device.type == "cuda" else None)
+        if t.compile != "off":
+            # Dynamo specialises on the mode string, so each loss computation gets its own graph.
+            self.step_module = torch.compile(self.step_module, mode=t.compile, dynamic=False)
         self.optimizers = self.method.make_optimizers()
         # Each group's lr as built (a discriminator may have its own); the schedule scales these.
         self.base_lrs = {k: [g["lr"] for g in o.param_groups] for k, o in self.optimizers.items()}
@@ -246,9 +249,9 @@ class Trainer:
         return TrainResult(self.run_dir, self.step, self.wall_s)
 
     def _replicas_identical(self) -> bool:
-        """DDP keeps every rank's weights equal; check it with one all-gather of a checksum."""
+        """DDP keeps every rank's weights equal (discriminators included); check it with one all-gather of a checksum."""
         import torch.distributed as dist
-        flat = torch.cat([p.detach().double().flatten() for p in self.model.parameters()])
+        flat = torch.cat([p.detach().double().flatten() for p in self.method.parameters()])
         mine = torch.stack([flat.sum(), (flat * torch.arange(len(flat), device=flat.device) % 9973).sum()])
         every = [torch.zeros_like(mine) for _ in range(self.dist.world_size)]
         dist.all_gather(every, mine)

@@ -76,6 +76,17 @@ def adversarial_step(method: Method, ctx: StepContext, noise) -> tuple[torch.Ten
         d_loss, acc = ctx.call("discriminator", pairs.x1, pairs.x2, fakes)
     d_loss.backward()
     limit = method.cfg.method.disc_max_accuracy
-    if limit >= 1 or acc.item() <= limit:
+    if limit >= 1 or _mean_over_ranks(acc) <= limit:
         opt_d.step()
     return done(*terms, d_loss, acc)
+
+
+def _mean_over_ranks(x: torch.Tensor) -> float:
+    """``x`` averaged over DDP ranks (so every replica takes the same decision), as a float: a host sync."""
+    import torch.distributed as dist
+
+    x = x.detach().clone()
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(x)
+        x /= dist.get_world_size()
+    return x.item()
