@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -41,6 +40,7 @@ PILOTS: dict[str, dict[str, list[str]]] = {
 
 def cmd_time(args: argparse.Namespace) -> None:
     import torch
+    from quick_study import median_step_s  # a sibling script: benchmarks/ is on sys.path when run
 
     from ccvae.config import build_config
     from ccvae.data.dataset import SpritesDataset
@@ -51,15 +51,7 @@ def cmd_time(args: argparse.Namespace) -> None:
     for method in ("ccvae", *PILOTS):
         cfg = build_config("quick", method=method)
         trainer = Trainer(cfg, data, Path("/nonexistent"), torch.device("cpu"), quiet=True)
-        order, bs = trainer.epoch_order(0), cfg.train.batch_size
-        times = []
-        for i in range(args.steps + 3):
-            t0 = time.perf_counter()
-            trainer.train_step(order[i * bs:(i + 1) * bs])
-            trainer.step += 1
-            if i >= 3:
-                times.append(time.perf_counter() - t0)
-        out["ms_per_step"][method] = round(1000 * statistics.median(times), 2)
+        out["ms_per_step"][method] = round(1000 * median_step_s(trainer, args.steps), 2)
         print(f"{method:8s} {out['ms_per_step'][method]:7.1f} ms/step", flush=True)
     Path(args.times).write_text(json.dumps(out, indent=2))
 

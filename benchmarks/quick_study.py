@@ -75,19 +75,24 @@ def cmd_time(args: argparse.Namespace) -> None:
     for name, sets in VARIANTS.items():
         cfg = build_config("quick", overrides=sets)
         trainer = Trainer(cfg, data, Path("/nonexistent"), torch.device("cpu"), quiet=True)
-        order = trainer.epoch_order(0)
         bs = cfg.train.batch_size
-        times = []
-        for i in range(args.steps + 3):
-            t0 = time.perf_counter()
-            trainer.train_step(order[i * bs:(i + 1) * bs])
-            trainer.step += 1
-            if i >= 3:
-                times.append(time.perf_counter() - t0)
-        out["s_per_step"][name] = statistics.median(times)
+        out["s_per_step"][name] = median_step_s(trainer, args.steps)
         print(f"{name:28s} {1000 * out['s_per_step'][name]:7.1f} ms/step (batch {bs})", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
+
+
+def median_step_s(trainer, steps: int, warmup: int = 3) -> float:
+    """Median wall seconds of ``trainer.train_step`` over ``steps`` steps of the epoch order, after a warm-up."""
+    order, bs = trainer.epoch_order(0), trainer.cfg.train.batch_size
+    times = []
+    for i in range(steps + warmup):
+        t0 = time.perf_counter()
+        trainer.train_step(order[i * bs:(i + 1) * bs])
+        trainer.step += 1
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def _cpu_name() -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -45,3 +47,27 @@ def real_sample() -> Path:
     if not REAL_SAMPLE.is_dir():
         _missing(f"original sample files {REAL_SAMPLE}")
     return REAL_SAMPLE
+
+
+def images_loaded_in_chromium(page_text: str, tmp_path: Path) -> tuple[int, str]:
+    """Open a copy of an HTML page in headless Chromium and count the images that decoded.
+
+    Returns (number of <img> tags, Chromium's "ok/total" count, or "" when it printed none). Skips the
+    test where Debian's chromium is absent (.ci/run installs it).
+    """
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    probe = tmp_path / "probe.html"
+    probe.write_text(page_text.replace("</body>", """<script>
+window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+  document.body.setAttribute('data-images', ok + '/' + imgs.length);
+});</script></body>"""))
+    res = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
+                          probe.as_uri()], capture_output=True, text=True, timeout=120)
+    found = [part.split('"')[1] for part in res.stdout.split("data-images=")[1:2]]
+    return page_text.count("<img "), (found[0] if found else "")

@@ -3,11 +3,9 @@ and ``ccvae compare``."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-
 import pytest
 import torch
+from conftest import images_loaded_in_chromium
 
 from ccvae import load_dataset
 from ccvae.checkpoint import load_checkpoint
@@ -193,21 +191,8 @@ def test_compare_page_images_load(tmp_path, capsys, tiny_npz):
     page = (tmp_path / "cmp" / "index.html").read_text()
     assert page.count("<img ") == 2 and "Szabó et al. (2018)" in page and "Cycle-consistent VAE" in page
     assert "same test characters and poses" in page and "99.63" in page  # the paper's Szabó row
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
-    probe = tmp_path / "probe.html"
-    probe.write_text(page.replace("</body>", """<script>
-window.addEventListener('load', () => {
-  const imgs = [...document.images];
-  const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
-  document.body.setAttribute('data-images', ok + '/' + imgs.length);
-});</script></body>"""))
-    res = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                          f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
-                          probe.as_uri()], capture_output=True, text=True, timeout=120)
-    assert 'data-images="2/2"' in res.stdout, res.stderr[-2000:]
+    n_img, loaded = images_loaded_in_chromium(page, tmp_path)
+    assert loaded == f"{n_img}/{n_img}" == "2/2"
 
 
 def test_compare_bad_input(tmp_path, capsys):

@@ -290,7 +290,9 @@ def _interrupt(signum, frame) -> None:
 
 def _one_line(message: str) -> str:
     """A multi-line message from a library, folded into one line."""
-    return "; ".join(part.strip(" -") for part in str(message).splitlines() if part.strip(" -")) or "error"
+    # Drop list bullets ("- item") but keep option names ("--seeds ..."), which also start with a dash.
+    parts = (re.sub(r"^-+\s+|^-+$", "", line.strip()) for line in str(message).splitlines())
+    return "; ".join(p for p in parts if p) or "error"
 
 
 def _out_of_memory(e: BaseException) -> str | None:
