@@ -226,4 +226,5 @@ def test_quick_presets_of_the_baselines():
         cfg = build_config("quick", method=name)
         assert cfg.method.name == name and cfg.model == quick.model
         assert cfg == build_config(f"quick-{name}")
-        assert cfg.train.max_steps <= cfg.train.epochs * 95_424 // cfg.train.batch_size  # the cap is the steps
+        # the steps are the cap, not the epochs (89,000 training images)
+        assert cfg.train.max_steps <= cfg.train.epochs * (89_000 // cfg.train.batch_size)
