@@ -58,19 +58,20 @@ def test_seeds_aggregate_mean_and_spread(tmp_path):
 
 
 def test_compiled_step_trains_like_the_eager_one(tmp_path, capsys, tiny_npz):
-    """train.compile=default gives a run whose losses match the eager run's (same draws, same maths)."""
+    """train.compile=default computes the eager step's losses: the first step's terms (same weights, same draws)
+    agree to rounding. (Later steps drift apart: Adam's first updates are close to sign(grad), which turns rounding
+    into lr-sized moves; measured 0.6-4.5 % on the KL after 10 steps.)"""
     rows = {}
     for mode in ("off", "default"):
         out = tmp_path / mode
         code = main(["train", "--data", str(tiny_npz), "--preset", "smoke", "--out", str(out), "--quiet",
-                     "--device", "cpu", "--max-steps", "10", "--set", f"train.compile={mode}",
+                     "--device", "cpu", "--max-steps", "3", "--set", "train.log_every=1", "--set", f"train.compile={mode}",
                      "--set", "train.precision=fp32"])
         assert code == 0, capsys.readouterr().err
-        rows[mode] = (out / "metrics.csv").read_text().splitlines()[-1].split(",")
-    # reconstruction and KL of the last interval: equal up to rounding, which Adam's first steps (close to
-    # sign(grad)) amplify: measured 3e-5 and 6e-3 relative after 10 steps
-    for i in (4, 5):
-        assert float(rows["default"][i]) == pytest.approx(float(rows["off"][i]), rel=2e-2), (rows, i)
+        rows[mode] = [r.split(",") for r in (out / "metrics.csv").read_text().splitlines()[1:]]
+    assert len(rows["off"]) == len(rows["default"]) == 3
+    for i in (4, 5):  # reconstruction and KL of step 1
+        assert float(rows["default"][0][i]) == pytest.approx(float(rows["off"][0][i]), rel=1e-4), (rows, i)
 
 
 @pytest.mark.slow
