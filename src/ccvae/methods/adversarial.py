@@ -56,6 +56,14 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> 
     return loss, acc.detach()
 
 
+def adversarial_optimizers(method: Method) -> dict[str, torch.optim.Optimizer]:
+    """Adam over the generator side and a separate Adam over the discriminator (``method.disc_lr``, ``disc_beta1``)."""
+    m, t = method.cfg.method, method.cfg.train
+    return {"gen": method.adam(method.generator_parameters()),
+            "disc": method.adam(method.extras["discriminator"].parameters(), lr=m.disc_lr or t.lr,
+                                betas=(m.disc_beta1, t.beta2))}
+
+
 def adversarial_step(method: Method, ctx: StepContext, noise) -> tuple[torch.Tensor, torch.Tensor]:
     """Generator update, then discriminator update on the generator's (detached) images.
 

@@ -19,6 +19,7 @@ from ccvae.config import Config
 from ccvae.losses import kl_to_standard_normal, reconstruction_mse
 from ccvae.methods.adversarial import (
     PairDiscriminator,
+    adversarial_optimizers,
     adversarial_step,
     discriminator_loss,
     generator_loss,
@@ -38,10 +39,7 @@ class Mathieu(Method):
         self.extras["discriminator"] = PairDiscriminator(cfg.model)
 
     def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        m, t = self.cfg.method, self.cfg.train
-        return {"gen": self.adam(self.model.parameters()),
-                "disc": self.adam(self.extras["discriminator"].parameters(), lr=m.disc_lr or t.lr,
-                                  betas=(m.disc_beta1, t.beta2))}
+        return adversarial_optimizers(self)
 
     def loss_generator(self, x1: torch.Tensor, x2: torch.Tensor, x3: torch.Tensor, eps: torch.Tensor,
                        z_prior: torch.Tensor):

@@ -21,6 +21,7 @@ from ccvae.config import Config
 from ccvae.losses import reconstruction_mse
 from ccvae.methods.adversarial import (
     PairDiscriminator,
+    adversarial_optimizers,
     adversarial_step,
     discriminator_loss,
     generator_loss,
@@ -47,10 +48,7 @@ class Szabo(Method):
         self.extras["discriminator"] = PairDiscriminator(cfg.model)
 
     def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        m, t = self.cfg.method, self.cfg.train
-        return {"gen": self.adam(self.generator_parameters()),
-                "disc": self.adam(self.extras["discriminator"].parameters(), lr=m.disc_lr or t.lr,
-                                  betas=(m.disc_beta1, t.beta2))}
+        return adversarial_optimizers(self)
 
     def loss_generator(self, x1: torch.Tensor, x2: torch.Tensor, x3: torch.Tensor):
         """x1, x2: (B, 3, 60, 60) one character each; x3: unrelated images (the pose sources)."""
