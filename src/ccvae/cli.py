@@ -6,6 +6,7 @@ import argparse
 import re
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ccvae import __version__
@@ -102,12 +103,15 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from ccvae.data.paths import resolve_data_path
+    from ccvae.evaluate.probes import ProbeSettings
     from ccvae.evaluate.runner import EvalSettings, evaluate_run
     from ccvae.hardware import resolve_device
 
     data = resolve_data_path(args.data)
     log = (lambda msg: None) if args.quiet else (lambda msg: print(f"evaluate: {msg}", file=sys.stderr))
-    settings = EvalSettings(checkpoints=args.checkpoints)
+    probe = ProbeSettings(precision=args.probe_precision)
+    settings = EvalSettings(probe=probe, checkpoints=args.checkpoints,
+                            curve_probe=replace(EvalSettings().curve_probe, precision=args.probe_precision))
     m = evaluate_run(args.run_dir, data, settings, device=resolve_device(args.device), log=log)
     print(Path(args.run_dir) / "eval" / "metrics.json")
     if not args.quiet:
@@ -264,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--quiet", action="store_true", help="no progress messages or summary")
     ev.add_argument("--checkpoints", action="store_true",
                     help="also score every kept checkpoint with fast probes and the swap PSNR (learning curve)")
+    ev.add_argument("--probe-precision", default="auto", choices=("auto", "fp32", "bf16"),
+                    help="precision of the probes' training steps (auto: bf16 where the device does it natively; "
+                         "scoring is fp32 either way)")
     ev.set_defaults(func=_evaluate)
 
     rp = sub.add_parser("report", help="write RUN_DIR/report/index.html from the run folder")

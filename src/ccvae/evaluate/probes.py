@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ccvae.hardware import autocast, resolve_precision
+
 
 class Classifier(nn.Module):
     """d -> 256 (BatchNorm, LeakyReLU 0.2) -> 256 (BatchNorm, LeakyReLU 0.2) -> classes (reference run)."""
@@ -54,6 +56,10 @@ class ProbeSettings:
     lr: float = 2e-3
     curve_samples: int = 10_000  # training samples scored each epoch for the curves and the stop rule
     device: str = "cpu"  # where the probe trains (the run's evaluation device)
+    # Training steps under bf16 autocast where the device does bf16 natively (``auto``), fp32 otherwise;
+    # scoring is always fp32. bf16 halves the identity probes' time on an AVX512-BF16 CPU (1.0 -> 0.45 s an
+    # epoch of 95,000 samples), which keeps the quick run's evaluation inside 5 minutes.
+    precision: str = "auto"
 
 
 @dataclass
@@ -120,6 +126,7 @@ def train_probe(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, 
     xtr, xte, xfix = (x_train - mean) / std, (x_test - mean) / std, (x_fixed - mean) / std
     sig = None if sig is None else sig / std
     loss_fn = F.cross_entropy if classify else F.mse_loss
+    precision = resolve_precision(settings.precision, dev)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
     # At least ~20 steps an epoch: a small set with the full batch would take too few steps to fit.
     bs = max(2, min(settings.batch_size, len(xtr) // 20))
@@ -136,7 +143,9 @@ def train_probe(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, 
         for i in range(0, len(order) - bs + 1, bs):  # drop the ragged tail: BatchNorm needs > 1 sample
             idx = order[i:i + bs]
             xb = xtr[idx] if sig is None else xtr[idx] + sig[idx] * torch.randn(len(idx), xtr.shape[1], generator=g).to(dev)
-            loss = loss_fn(model(xb), y_train[idx])
+            with autocast(dev, precision):
+                out = model(xb)
+            loss = loss_fn(out.float(), y_train[idx])  # the loss in fp32 (bf16 logits lose the small differences)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -31,6 +31,7 @@ from ccvae.evaluate.latents import latent_stats
 from ccvae.evaluate.probes import ProbeSettings, fit_classifier, fit_predictor, r2_score
 from ccvae.evaluate.swap import per_image_mse, swap_metrics
 from ccvae.fileio import ensure_writable, plain_mode, write_json
+from ccvae.hardware import resolve_precision
 from ccvae.train import last_metric
 
 
@@ -109,7 +110,11 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSetti
     if fp["image_size"] != cfg.model.image_size:
         raise UserError(f"{data_path}: images are {fp['image_size']} px but the run's model expects {cfg.model.image_size}")
     device = torch.device(device)
-    settings = replace(settings, probe=replace(settings.probe, device=str(device)))
+    # Record what the probes ran in (``auto`` resolved), so metrics.json says which precision gave its numbers.
+    probe = replace(settings.probe, device=str(device), precision=resolve_precision(settings.probe.precision, device))
+    curve_probe = replace(settings.curve_probe, device=str(device),
+                          precision=resolve_precision(settings.curve_probe.precision, device))
+    settings = replace(settings, probe=probe, curve_probe=curve_probe)
     model = model.to(device).eval()
     torch.manual_seed(settings.seed)
 
@@ -212,7 +217,7 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSetti
         if (run_dir / "metrics.csv").is_file():
             figures.plot_losses(run_dir / "metrics.csv", tmp / "losses.png")
         if settings.checkpoints:
-            curve_settings = CurveSettings(replace(settings.curve_probe, device=str(device)), seed=settings.seed,
+            curve_settings = CurveSettings(settings.curve_probe, seed=settings.seed,
                                            batch_size=settings.batch_size, train_share=settings.train_share)
             rows = learning_curve(run_dir, cfg, data, device, curve_settings, log)
             metrics["learning_curve"] = rows
