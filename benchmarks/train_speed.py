@@ -134,9 +134,10 @@ def main() -> None:
         pos["i"] += 1
 
     data_s = statistics.median(timed_blocks(data_only, 20, args.repeats, sync))
-    # FLOPs of the eager step (a compiled step hides its kernels from the counter; the maths is the same).
-    counter_trainer = trainer if cfg.train.compile == "off" else Trainer(
-        build_config(args.preset, overrides=[*overrides, "train.compile=off"], method=args.method),
+    # FLOPs of the eager step (a compiled or captured step hides its kernels from the counter; the maths is the same).
+    eager = cfg.train.compile == "off" and cfg.train.capture == "off"
+    counter_trainer = trainer if eager else Trainer(
+        build_config(args.preset, overrides=[*overrides, "train.compile=off", "train.capture=off"], method=args.method),
         data, "/nonexistent", device, quiet=True)
     with FlopCounterMode(display=False) as counter:
         counter_trainer.train_step(order[:B])
@@ -196,7 +197,7 @@ def main() -> None:
     else:
         peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux -> MiB
     result = {
-        "device": str(device), "preset": args.preset, "method": cfg.method.name, "compile": cfg.train.compile,
+        "device": str(device), "preset": args.preset, "method": cfg.method.name, "compile": cfg.train.compile, "capture": cfg.train.capture,
         "precision": trainer.precision, "batch_size": B, "ms_per_step": round(1000 * ours, 2),
         "images_per_s": round(B / ours, 1), "steps_per_s": round(1 / ours, 3),
         "baseline_images_per_s": None if base is None else round(B / base, 1),

@@ -85,10 +85,13 @@ def test_gpu_check_dry_run_writes_the_summary(tmp_path):
     assert s["dry_run"] and s["device"] == "cpu" and not s.get("errors")
     assert s["env"]["torch"] == torch.__version__
     assert s["tests"]["tests"] >= 1 and s["tests"]["skipped"] == s["tests"]["tests"]  # CUDA tests skip on a CPU
-    modes = {r["compile"]: r for r in s["speed"]}
-    assert set(modes) == {"off", "default", "reduce-overhead"}
-    for r in modes.values():
+    options = {r["option"]: r for r in s["speed"]}
+    assert set(options) == {"train.compile=off", "train.compile=default", "train.compile=reduce-overhead",
+                            "train.capture=cuda-graph"}
+    assert options.pop("train.capture=cuda-graph")["skipped"] == "needs CUDA"
+    for r in options.values():
         assert r["exit_code"] == 0 and r["ms_per_step"] > 0 and 0 <= r["data_share"] < 1, r
+    assert s["option"] in options and s["paper"]["option"] == s["option"]
     assert s["seeds"]["ratio"] is not None and len(s["seeds"]["images_per_s_three"]) == 3
     p = s["paper"]
     assert p["steps"] == 40 and p["s_per_epoch"] > 0 and p["eval_exit_code"] == 0 and p["report"]

@@ -23,6 +23,7 @@ LR_SCHEDULES = ("step", "cosine")
 REVERSE_Z = ("prior", "posterior")
 NORM_STATS = ("batch", "running")
 COMPILE_MODES = ("off", "default", "reduce-overhead")
+CAPTURE_MODES = ("off", "cuda-graph")
 METHOD_NAMES = ("ccvae", "mathieu", "szabo", "mlvae")
 SECTIONS = ("model", "train", "method")
 
@@ -56,6 +57,9 @@ class TrainConfig:
     # torch.compile of the method's loss computations (forward and backward; the optimiser steps stay eager):
     # "reduce-overhead" also replays them as CUDA graphs on a GPU, where the small network is launch-bound.
     compile: str = "off"
+    # "cuda-graph": the method's whole step (sampling, every loss, backward, every Adam update) captured once as
+    # a CUDA graph and replayed (capture.py); CUDA only, one process. The eager path stays the default.
+    capture: str = "off"
 
 
 @dataclass
@@ -139,6 +143,9 @@ class Config:
             (t.keep_every_epochs >= 1, "train.keep_every_epochs must be >= 1"),
             (t.threads >= 0, "train.threads must be >= 0"),
             (t.compile in COMPILE_MODES, f"train.compile must be one of {', '.join(COMPILE_MODES)}"),
+            (t.capture in CAPTURE_MODES, f"train.capture must be one of {', '.join(CAPTURE_MODES)}"),
+            (t.capture == "off" or t.compile == "off",
+             "train.capture and train.compile are alternatives: set one of them to off"),
         ]
         errs += [msg for ok, msg in checks if not ok]
         if errs:

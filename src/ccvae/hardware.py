@@ -57,7 +57,9 @@ def resolve_precision(name: str, device: torch.device) -> str:
 def autocast(device: torch.device, precision: str) -> AbstractContextManager:
     """bf16 autocast for matmuls and convolutions; losses stay in float32 (see losses.py)."""
     if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        # The cast-weight cache cannot live across a CUDA graph capture (its tensors would be freed under the graph).
+        capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=not capturing)
     return nullcontext()
 
 

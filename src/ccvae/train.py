@@ -22,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ccvae import __version__
+from ccvae.capture import CapturedStep
 from ccvae.checkpoint import (
     load_checkpoint,
     model_from_checkpoint,
@@ -106,19 +107,51 @@ class Trainer:
         if t.compile != "off":
             # Dynamo specialises on the mode string, so each loss computation gets its own graph.
             self.step_module = torch.compile(self.step_module, mode=t.compile, dynamic=False)
-        self.optimizers = self.method.make_optimizers()
-        # Each group's lr as built (a discriminator may have its own); the schedule scales these.
-        self.base_lrs = {k: [g["lr"] for g in o.param_groups] for k, o in self.optimizers.items()}
+        self.build_optimizers()
         # Per-rank streams for sampling and noise; the epoch order is shared (seeded per epoch).
         self.g_data = torch.Generator(device=device).manual_seed(t.seed * 7919 + self.dist.rank)
         self.g_noise = torch.Generator(device=device).manual_seed(t.seed * 7919 + 104729 + self.dist.rank)
+        self.captured: CapturedStep | None = None
+        if t.capture != "off":
+            blocker = (f"needs a CUDA device (this run is on {device.type})" if device.type != "cuda"
+                       else "runs in one process only (not under DDP)" if self.dist.enabled
+                       else self.method.capture_blocker())
+            if blocker:
+                raise UserError(f"train.capture={t.capture}: {blocker}")
+            self.use_captured_step()
         self.step = 0
         self.wall_s = 0.0
         self._stop = False
 
+    def build_optimizers(self) -> None:
+        """The method's optimisers, and each group's lr as built (a discriminator may have its own), which the
+        schedule scales."""
+        self.optimizers = self.method.make_optimizers()
+        self.base_lrs = {k: [float(g["lr"]) for g in o.param_groups] for k, o in self.optimizers.items()}
+
+    def use_captured_step(self, use_graph: bool = True, own_generators: bool | None = None) -> None:
+        """Run every step through ``CapturedStep``: the whole step replayed as a CUDA graph, drawing from the
+        device's default generator (see capture.py). ``use_graph=False`` takes the same path without a graph,
+        by default with the run's own generators (``own_generators``): what the tests compare against."""
+        own = (not use_graph) if own_generators is None else own_generators
+        if own and use_graph:
+            raise ValueError("a captured graph draws from the device's default generator")
+        self.method.capturable = True
+        self.build_optimizers()  # tensor learning rates, capturable Adam
+        g_data, g_noise = (self.g_data, self.g_noise) if own else (None, None)
+
+        def make_ctx(flat: torch.Tensor, step: int) -> StepContext:
+            return StepContext(self.data, flat, g_data, g_noise, self.device, self.precision, step, self.method,
+                               self.optimizers)
+
+        self.captured = CapturedStep(self.method, self.optimizers, make_ctx, self.local_batch, self.device,
+                                     use_graph)
+
     # -- state -----------------------------------------------------------------------
     def state(self) -> dict:
         rng = {"data": _gen_state(self.g_data), "noise": _gen_state(self.g_noise), "torch": torch.get_rng_state()}
+        if self.device.type == "cuda":  # the default generator: what a captured step draws from
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
         rngs = [rng]
         if self.dist.enabled:
             import torch.distributed as dist
@@ -149,6 +182,9 @@ class Trainer:
                 raise KeyError(f"optimizers {sorted(saved)}, expected {sorted(self.optimizers)}")
             for k, opt in self.optimizers.items():
                 opt.load_state_dict(saved[k])
+                if self.method.capturable:  # the saved lr may be a float (an eager run) or a CPU tensor
+                    for group in opt.param_groups:
+                        group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
             if state["world_size"] != self.dist.world_size:
                 raise UserError(f"{path}: saved by {state['world_size']} process(es); resume with the same number "
                                 f"(now {self.dist.world_size})")
@@ -156,6 +192,8 @@ class Trainer:
             self.g_data.set_state(rng["data"].to(self.g_data.get_state().device))
             self.g_noise.set_state(rng["noise"].to(self.g_noise.get_state().device))
             torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and self.device.type == "cuda":
+                torch.cuda.set_rng_state(rng["cuda"], self.device)
         except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
             raise UserError(f"{path}: checkpoint does not fit this run ({type(e).__name__}: {e})") from None
         self.step = int(state["step"])
@@ -186,11 +224,17 @@ class Trainer:
         factor = lr_factor(t, self.step, self.steps_per_epoch, self.total_steps)
         for name, opt in self.optimizers.items():
             for group, base in zip(opt.param_groups, self.base_lrs[name], strict=True):
-                group["lr"] = base * factor
-        self.method.kl_scale = min(1.0, self.step / t.kl_warmup_steps) if t.kl_warmup_steps else 1.0
-        ctx = StepContext(self.data, flat, self.g_data, self.g_noise, self.device, self.precision, self.step,
-                          self.step_module, self.optimizers)
-        values, ran = self.method.train_step(ctx)
+                if torch.is_tensor(group["lr"]):
+                    group["lr"].fill_(base * factor)  # in place: a captured graph reads this tensor
+                else:
+                    group["lr"] = base * factor
+        self.method.kl_scale.fill_(min(1.0, self.step / t.kl_warmup_steps) if t.kl_warmup_steps else 1.0)
+        if self.captured is not None:
+            values, ran = self.captured(flat, self.step)
+        else:
+            ctx = StepContext(self.data, flat, self.g_data, self.g_noise, self.device, self.precision, self.step,
+                              self.step_module, self.optimizers)
+            values, ran = self.method.train_step(ctx)
         return torch.cat([values, ran])
 
     # -- the loop ------------------------------------------------------------------------

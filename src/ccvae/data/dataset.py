@@ -148,7 +148,9 @@ class SpritesDataset:
         return Batch(self.gather(character, pose), character, pose)
 
     def _randint(self, high: int, n: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.randint(high, (n,), generator=generator, device=generator.device).to(self.device)
+        # generator None: the device's default generator (the one a CUDA graph capture can replay).
+        device = self.device if generator is None else generator.device
+        return torch.randint(high, (n,), generator=generator, device=device).to(self.device)
 
 
 def load_dataset(path: str | Path, device: str | torch.device = "cpu") -> SpritesDataset:

@@ -64,6 +64,19 @@ def adversarial_optimizers(method: Method) -> dict[str, torch.optim.Optimizer]:
                                 betas=(m.disc_beta1, t.beta2))}
 
 
+class Adversarial(Method):
+    """What the adversarial baselines share: a generator Adam and a discriminator Adam; ``capture_blocker``."""
+
+    def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return adversarial_optimizers(self)
+
+    def capture_blocker(self) -> str | None:
+        if self.cfg.method.disc_max_accuracy < 1:
+            return (f"method.disc_max_accuracy={self.cfg.method.disc_max_accuracy} decides on the host whether the "
+                    f"discriminator steps; set it to 1 to capture the step")
+        return None
+
+
 def adversarial_step(method: Method, ctx: StepContext, noise) -> tuple[torch.Tensor, torch.Tensor]:
     """Generator update, then discriminator update on the generator's (detached) images.
 

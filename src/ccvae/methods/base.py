@@ -27,8 +27,8 @@ class StepContext:
 
     data: SpritesDataset
     flat: torch.Tensor  # (B_local,) this rank's slice of the epoch order: row * n_poses + pose
-    g_data: torch.Generator  # which images (checkpointed)
-    g_noise: torch.Generator  # reparameterisation and prior noise (checkpointed)
+    g_data: torch.Generator | None  # which images (checkpointed); None: the device's default generator
+    g_noise: torch.Generator | None  # reparameterisation and prior noise (checkpointed); None: as g_data
     device: torch.device
     precision: str  # fp32 | bf16, for autocast
     step: int
@@ -51,7 +51,10 @@ class Method(nn.Module):
         self.cfg = cfg
         self.fast = fast
         self.extras = nn.ModuleDict()  # the method's own modules, checkpointed beside the model
-        self.kl_scale = 1.0  # KL warm-up factor in [0, 1], set by the trainer before each step
+        # KL warm-up factor in [0, 1], set in place by the trainer before each step: a tensor, so that a
+        # captured CUDA graph reads its current value instead of the one it saw at capture.
+        self.register_buffer("kl_scale", torch.ones(()), persistent=False)
+        self.capturable = False  # set by the trainer before make_optimizers() when the step is captured
 
     def forward(self, mode: str, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if mode not in self.MODES:
@@ -71,15 +74,33 @@ class Method(nn.Module):
         was skipped this step has ``ran`` 0 and is left out of the logged mean."""
         raise NotImplementedError
 
+    def step_variant(self, step: int) -> object:
+        """Which form the step takes at ``step`` (one CUDA graph is captured per form); one form by default."""
+        return None
+
+    def capture_blocker(self) -> str | None:
+        """Why this method's step cannot be captured as a CUDA graph (a host decision inside it), or None."""
+        return None
+
     def diagnostics(self) -> dict[str, float]:
         """Values for ``DIAGNOSTICS``, measured when a metrics row is written (may sync the host)."""
         return {}
 
     def adam(self, params, lr: float | None = None, betas: tuple[float, float] | None = None) -> torch.optim.Adam:
-        """Adam with the run's settings; fused (one kernel per step) on the fast path."""
+        """Adam with the run's settings; fused (one kernel per step) on the fast path.
+
+        For a captured step the learning rate is a tensor on the parameters' device (the schedule writes it in
+        place; a float would be frozen into the graph) and, on CUDA, the step count stays on the device
+        (``capturable``)."""
         t = self.cfg.train
         impl = {"fused": True} if self.fast else {"foreach": False}
-        return torch.optim.Adam(params, lr=lr or t.lr, betas=betas or (t.beta1, t.beta2), **impl)
+        lr = lr or t.lr
+        if self.capturable:
+            params = list(params)
+            device = params[0].device
+            lr = torch.tensor(lr, device=device)
+            impl = {"fused": True, "capturable": device.type == "cuda"}
+        return torch.optim.Adam(params, lr=lr, betas=betas or (t.beta1, t.beta2), **impl)
 
 
 def done(*values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

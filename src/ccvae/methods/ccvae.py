@@ -67,6 +67,9 @@ class CycleVAE(Method):
         """Adam over encoder+decoder (forward cycle) and Adam over the encoder only (reverse cycle)."""
         return {"fwd": self.adam(self.model.parameters()), "rev": self.adam(self.model.encoder.parameters())}
 
+    def step_variant(self, step: int) -> object:
+        return step % self.cfg.train.reverse_every == 0  # with or without the reverse cycle
+
     def train_step(self, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
         t, d = self.cfg.train, self.cfg.model
         opt_fwd, opt_rev = ctx.optimizers["fwd"], ctx.optimizers["rev"]

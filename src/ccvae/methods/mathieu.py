@@ -18,17 +18,17 @@ import torch
 from ccvae.config import Config
 from ccvae.losses import kl_to_standard_normal, reconstruction_mse
 from ccvae.methods.adversarial import (
+    Adversarial,
     PairDiscriminator,
-    adversarial_optimizers,
     adversarial_step,
     discriminator_loss,
     generator_loss,
 )
-from ccvae.methods.base import Method, StepContext
+from ccvae.methods.base import StepContext
 from ccvae.model import CCVAE, reparameterize
 
 
-class Mathieu(Method):
+class Mathieu(Adversarial):
     name = "mathieu"
     paper = "Mathieu et al., NIPS 2016 (arXiv 1611.03383)"
     TERMS = ("reconstruction", "kl", "adversarial", "discriminator", "disc_accuracy")
@@ -37,9 +37,6 @@ class Mathieu(Method):
     def __init__(self, model: CCVAE, cfg: Config, fast: bool = True) -> None:
         super().__init__(model, cfg, fast)
         self.extras["discriminator"] = PairDiscriminator(cfg.model)
-
-    def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return adversarial_optimizers(self)
 
     def loss_generator(self, x1: torch.Tensor, x2: torch.Tensor, x3: torch.Tensor, eps: torch.Tensor,
                        z_prior: torch.Tensor):

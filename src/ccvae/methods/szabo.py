@@ -20,19 +20,19 @@ from torch import nn
 from ccvae.config import Config
 from ccvae.losses import reconstruction_mse
 from ccvae.methods.adversarial import (
+    Adversarial,
     PairDiscriminator,
-    adversarial_optimizers,
     adversarial_step,
     discriminator_loss,
     generator_loss,
 )
-from ccvae.methods.base import Method, StepContext
+from ccvae.methods.base import StepContext
 from ccvae.model import CCVAE
 
 FIXED_LOGVAR = -30.0
 
 
-class Szabo(Method):
+class Szabo(Adversarial):
     name = "szabo"
     paper = "Szabó et al., ICLR 2018 workshop (arXiv 1711.02245)"
     TERMS = ("reconstruction", "adversarial", "discriminator", "disc_accuracy")
@@ -46,9 +46,6 @@ class Szabo(Method):
             nn.init.constant_(head.bias, FIXED_LOGVAR)
         head.requires_grad_(False)
         self.extras["discriminator"] = PairDiscriminator(cfg.model)
-
-    def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return adversarial_optimizers(self)
 
     def loss_generator(self, x1: torch.Tensor, x2: torch.Tensor, x3: torch.Tensor):
         """x1, x2: (B, 3, 60, 60) one character each; x3: unrelated images (the pose sources)."""
