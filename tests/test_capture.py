@@ -110,3 +110,24 @@ def test_throttled_discriminator_blocks_capture(tmp_path, tiny_npz):
     t = Trainer(cfg, load_dataset(tiny_npz), tmp_path / "m", torch.device("cpu"), quiet=True)
     assert "disc_max_accuracy" in t.method.capture_blocker()
     assert _trainer(tmp_path, tiny_npz, method="szabo", name="s").method.capture_blocker() is None
+
+
+def test_checkpoints_cross_between_eager_and_captured_steps(tmp_path, tiny_npz):
+    """A checkpoint of the captured path resumes an eager run and the other way round: each keeps its own lr form
+    (float or tensor) and Adam flags, and takes the saved Adam state."""
+    cap = _trainer(tmp_path, tiny_npz, name="c")
+    cap.use_captured_step(use_graph=False)
+    eager = _trainer(tmp_path, tiny_npz, name="e")
+    _steps(cap, 2)
+    _steps(eager, 2)
+    for src, dst, tensor_lr in ((cap, _trainer(tmp_path, tiny_npz, name="e2"), False),
+                                (eager, _trainer(tmp_path, tiny_npz, name="c2"), True)):
+        if tensor_lr:
+            dst.use_captured_step(use_graph=False)
+        dst.load_state(src.state(), tmp_path / "last.pt")
+        for name, opt in dst.optimizers.items():
+            assert torch.is_tensor(opt.param_groups[0]["lr"]) == tensor_lr
+            p = opt.param_groups[0]["params"][0]
+            q = src.optimizers[name].param_groups[0]["params"][0]
+            assert torch.equal(opt.state[p]["exp_avg"], src.optimizers[name].state[q]["exp_avg"])
+        _steps(dst, 1)  # and it trains

@@ -181,10 +181,15 @@ class Trainer:
             if set(saved) != set(self.optimizers):
                 raise KeyError(f"optimizers {sorted(saved)}, expected {sorted(self.optimizers)}")
             for k, opt in self.optimizers.items():
+                # How this run steps stays as built (the checkpoint may come from an eager or a captured run):
+                # the implementation flags, and the lr as a float or, for a captured step, a device tensor.
+                kept = [({f: g[f] for f in ("capturable", "fused", "foreach") if f in g}, torch.is_tensor(g["lr"]))
+                        for g in opt.param_groups]
                 opt.load_state_dict(saved[k])
-                if self.method.capturable:  # the saved lr may be a float (an eager run) or a CPU tensor
-                    for group in opt.param_groups:
-                        group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
+                for group, (flags, tensor_lr) in zip(opt.param_groups, kept, strict=True):
+                    group.update(flags)
+                    lr = float(group["lr"])
+                    group["lr"] = torch.tensor(lr, device=self.device) if tensor_lr else lr
             if state["world_size"] != self.dist.world_size:
                 raise UserError(f"{path}: saved by {state['world_size']} process(es); resume with the same number "
                                 f"(now {self.dist.world_size})")
