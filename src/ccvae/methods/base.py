@@ -90,8 +90,8 @@ class Method(nn.Module):
         """Adam with the run's settings; fused (one kernel per step) on the fast path.
 
         For a captured step the learning rate is a tensor on the parameters' device (the schedule writes it in
-        place; a float would be frozen into the graph) and, on CUDA, the step count stays on the device
-        (``capturable``)."""
+        place; a float would be frozen into the graph) and, on CUDA, Adam is ``capturable`` (which capturing
+        its step() requires)."""
         t = self.cfg.train
         impl = {"fused": True} if self.fast else {"foreach": False}
         lr = lr or t.lr
