@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_capture import _steps
 
 from ccvae import load_dataset
 from ccvae.config import build_config
@@ -95,12 +96,14 @@ def test_resume_on_cuda_continues_identically(tmp_path, tiny_npz, capsys):
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_no_host_sync_inside_the_step(tmp_path, tiny_npz, method):
-    """The step loop never waits for the GPU: any synchronising call inside ``train_step`` raises."""
-    t = _trainer(tmp_path, tiny_npz, "cuda", method=method)
+@pytest.mark.parametrize("method,capture", [*((m, "off") for m in METHODS), ("ccvae", "cuda-graph"),
+                                            ("mlvae", "cuda-graph")])
+def test_no_host_sync_inside_the_step(tmp_path, tiny_npz, method, capture):
+    """The step loop never waits for the GPU: any synchronising call inside ``train_step`` (or around a graph
+    replay) raises."""
+    t = _trainer(tmp_path, tiny_npz, "cuda", f"train.capture={capture}", method=method)
     flat = t.epoch_order(0)[:t.local_batch]
-    t.train_step(flat)  # warm-up (lazy inits may sync)
+    t.train_step(flat)  # warm-up (lazy inits may sync) or the capture
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
@@ -108,17 +111,6 @@ def test_no_host_sync_inside_the_step(tmp_path, tiny_npz, method):
             t.train_step(flat)
     finally:
         torch.cuda.set_sync_debug_mode("default")
-
-
-
-def _run(t, n, seed=123):
-    torch.cuda.manual_seed(seed)  # the default generator: what a captured step draws from
-    order = t.epoch_order(0)
-    out = []
-    for i in range(n):
-        out.append(t.train_step(order[i * t.local_batch:(i + 1) * t.local_batch]).clone())
-        t.step += 1
-    return out
 
 
 @pytest.mark.parametrize("method", ("ccvae", "mlvae", "szabo"))
@@ -133,25 +125,16 @@ def test_captured_graph_equals_the_same_step_without_graph(tmp_path, tiny_npz, m
     plain = _trainer(tmp_path, tiny_npz, "cuda", *moving, method=method, name="plain")
     plain.method.load_state_dict(graph.method.state_dict())
     plain.use_captured_step(use_graph=False, own_generators=False)
-    a, b = _run(graph, 6), _run(plain, 6)
+    torch.cuda.manual_seed(123)  # the default generator: what a captured step draws from
+    a = _steps(graph, 6)
+    torch.cuda.manual_seed(123)
+    b = _steps(plain, 6)
     for i, (x, y) in enumerate(zip(a, b, strict=True)):
         torch.testing.assert_close(x.cpu(), y.cpu(), rtol=1e-4, atol=1e-6, msg=f"step {i}")
     if method == "ccvae":
         assert set(graph.captured.graphs) == {True, False}
     for (k, v), w in zip(graph.method.state_dict().items(), plain.method.state_dict().values(), strict=True):
         torch.testing.assert_close(v, w, rtol=1e-4, atol=1e-5, msg=k)
-
-def test_captured_step_needs_no_host_sync(tmp_path, tiny_npz):
-    t = _trainer(tmp_path, tiny_npz, "cuda", "train.capture=cuda-graph")
-    flat = t.epoch_order(0)[:t.local_batch]
-    t.train_step(flat)  # captures
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        for _ in range(3):
-            t.train_step(flat)
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
 
 
 def test_captured_resume_continues_identically(tmp_path, tiny_npz, capsys):
