@@ -55,6 +55,9 @@ VARIANTS: dict[str, list[str]] = {
     "post": POST,
     "cos": COS,
     "kl1-post-cos-bigdec": POST + COS + BIGDEC + ["train.kl_coef=1.0"],
+    # Fourth round: a floor on z's information (capacity target, nats per image, reached at step 5,000).
+    "cap25": ["train.kl_capacity=25", "train.kl_capacity_steps=5000"],
+    "cap50": ["train.kl_capacity=50", "train.kl_capacity_steps=5000"],
 }
 
 

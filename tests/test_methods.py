@@ -228,3 +228,35 @@ def test_quick_presets_of_the_baselines():
         assert cfg == build_config(f"quick-{name}")
         # the steps are the cap, not the epochs (89,000 training images)
         assert cfg.train.max_steps <= cfg.train.epochs * (89_000 // cfg.train.batch_size)
+
+
+@pytest.mark.parametrize("name,latents", [("ccvae", 2), ("mathieu", 2), ("mlvae", 3)])
+def test_kl_capacity_target(name, latents):
+    """With train.kl_capacity the KL term is kl_coef * |KL - C| (C per latent, on the authors' scale): zero where the
+    KL meets the target, pushing the KL up below it and down above it; without it, the paper's kl_coef * KL."""
+    cfg, m = _method(name)
+    numel = 3 * 60 * 60
+    kl = torch.tensor(0.004, requires_grad=True)
+    assert m.kl_term(kl, numel, latents).item() == pytest.approx(cfg.train.kl_coef * 0.004)
+    cfg.train.kl_capacity = 50.0
+    m.kl_capacity.fill_(0.004 * numel / latents)  # the trainer's value at this step: the target equals the KL
+    assert m.kl_term(kl, numel, latents).item() == pytest.approx(0.0, abs=1e-7)  # float32 rounding
+    m.kl_capacity.fill_(0.006 * numel / latents)
+    term = m.kl_term(kl, numel, latents)
+    term.backward()
+    assert term.item() == pytest.approx(cfg.train.kl_coef * 0.002, rel=1e-4) and kl.grad.item() < 0
+
+
+def test_kl_capacity_rises_over_its_steps(tmp_path, tiny_npz):
+    from ccvae import load_dataset
+    from ccvae.train import Trainer
+
+    cfg = build_config("smoke", overrides=["train.kl_capacity=20", "train.kl_capacity_steps=4"])
+    t = Trainer(cfg, load_dataset(tiny_npz), tmp_path / "r", torch.device("cpu"), quiet=True)
+    order = t.epoch_order(0)
+    seen = []
+    for step in range(6):
+        t.step = step
+        t.train_step(order[:t.local_batch])
+        seen.append(t.method.kl_capacity.item())
+    assert seen == pytest.approx([0, 5, 10, 15, 20, 20])

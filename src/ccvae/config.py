@@ -45,6 +45,11 @@ class TrainConfig:
     reverse_cycle_coef: float = 10.0
     kl_coef: float = 3.0
     kl_warmup_steps: int = 0  # KL weight rises linearly from 0 over these steps (0: none, the paper)
+    # Capacity target (Burgess et al. 2018, Eq. 8): the KL term becomes kl_coef * |KL - C|, C in nats per image
+    # (per latent, where a pair's images each have a z), rising linearly from 0 over kl_capacity_steps (0: at
+    # once). 0: off (the paper's kl_coef * KL). A floor on what z carries instead of only a price.
+    kl_capacity: float = 0.0
+    kl_capacity_steps: int = 0
     reverse_z: str = "prior"  # z of the reverse cycle: prior N(0, I) (paper) or a posterior sample
     reverse_every: int = 1  # run the reverse cycle every N steps (1: every step, the paper)
     reverse_norm_stats: str = "batch"  # batch norm in the reverse cycle: batch or running statistics
@@ -133,6 +138,7 @@ class Config:
             (min(t.reconstruction_coef, t.reverse_cycle_coef, t.kl_coef) >= 0, "train coefficients must be >= 0"),
             (t.lr_schedule in LR_SCHEDULES, f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}"),
             (t.kl_warmup_steps >= 0, "train.kl_warmup_steps must be >= 0"),
+            (t.kl_capacity >= 0 and t.kl_capacity_steps >= 0, "train.kl_capacity and train.kl_capacity_steps must be >= 0"),
             (t.reverse_z in REVERSE_Z, f"train.reverse_z must be one of {', '.join(REVERSE_Z)}"),
             (t.reverse_every >= 1, "train.reverse_every must be >= 1"),
             (t.reverse_norm_stats in NORM_STATS, f"train.reverse_norm_stats must be one of {', '.join(NORM_STATS)}"),

@@ -234,6 +234,8 @@ class Trainer:
                 else:
                     group["lr"] = base * factor
         self.method.kl_scale.fill_(min(1.0, self.step / t.kl_warmup_steps) if t.kl_warmup_steps else 1.0)
+        ramp = min(1.0, self.step / t.kl_capacity_steps) if t.kl_capacity_steps else 1.0
+        self.method.kl_capacity.fill_(t.kl_capacity * ramp)
         if self.captured is not None:
             values, ran = self.captured(flat, self.step)
         else:

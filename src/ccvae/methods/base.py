@@ -54,6 +54,8 @@ class Method(nn.Module):
         # KL warm-up factor in [0, 1], set in place by the trainer before each step: a tensor, so that a
         # captured CUDA graph reads its current value instead of the one it saw at capture.
         self.register_buffer("kl_scale", torch.ones(()), persistent=False)
+        # The capacity target C of this step in nats per latent (train.kl_capacity), also set by the trainer.
+        self.register_buffer("kl_capacity", torch.zeros(()), persistent=False)
         self.capturable = False  # set by the trainer before make_optimizers() when the step is captured
 
     def forward(self, mode: str, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -73,6 +75,15 @@ class Method(nn.Module):
         """One optimisation step. Returns ``(values, ran)``, both (len(TERMS),): a term whose computation
         was skipped this step has ``ran`` 0 and is left out of the logged mean."""
         raise NotImplementedError
+
+    def kl_term(self, kl: torch.Tensor, image_numel: int, latents: int) -> torch.Tensor:
+        """The weighted KL of the loss. ``kl`` is on the authors' scale (a summed KL / (B * C*H*W)) and holds
+        ``latents`` Gaussian latents per batch row (2 for a pair's two z). Plain: kl_coef * warm-up * KL; with
+        ``train.kl_capacity``: kl_coef * warm-up * |KL - C| (Burgess et al. 2018, Eq. 8), C on the same scale."""
+        t = self.cfg.train
+        if t.kl_capacity > 0:
+            kl = (kl - self.kl_capacity * latents / image_numel).abs()
+        return t.kl_coef * self.kl_scale * kl
 
     def step_variant(self, step: int) -> object:
         """Which form the step takes at ``step`` (one CUDA graph is captured per form); one form by default."""

@@ -136,7 +136,7 @@ class CycleVAE(Method):
                 mu2.float(), logvar2.float(), numel)
         # Paper Eq. (2) with the reference coefficients: 2 * reconstruction + 3 * KL.
         t = self.cfg.train
-        loss = t.reconstruction_coef * recon + t.kl_coef * self.kl_scale * kl
+        loss = t.reconstruction_coef * recon + self.kl_term(kl, numel, latents=2)
         return loss, recon.detach(), kl.detach()
 
     def loss_reverse(self, xa: torch.Tensor, xb: torch.Tensor, noise: torch.Tensor):

@@ -56,7 +56,7 @@ class Mathieu(Adversarial):
         adv = generator_loss(self.extras["discriminator"](torch.cat([x1, x1]), fakes))
         c, t = self.cfg.method, self.cfg.train
         loss = (t.reconstruction_coef * (swap + c.self_reconstruction_coef * own)
-                + t.kl_coef * self.kl_scale * kl + c.adversarial_coef * adv)
+                + self.kl_term(kl, x1[0].numel(), latents=2) + c.adversarial_coef * adv)
         return loss, swap.detach(), kl.detach(), adv.detach(), fakes.detach()
 
     def loss_discriminator(self, x1: torch.Tensor, x2: torch.Tensor, fakes: torch.Tensor):

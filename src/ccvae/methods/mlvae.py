@@ -63,7 +63,8 @@ class MLVAE(Method):
         kl_z = kl_to_standard_normal(mu_z.float(), logvar_z.float(), numel) * 2
         kl_s = kl_to_standard_normal(mu_g, logvar_g, numel)  # one group s per pair
         t = self.cfg.train
-        loss = t.reconstruction_coef * recon + t.kl_coef * self.kl_scale * (kl_z + kl_s)
+        # Capacity (when set) counts three latents a pair: two z and the group's s.
+        loss = t.reconstruction_coef * recon + self.kl_term(kl_z + kl_s, numel, latents=3)
         return loss, recon.detach(), kl_z.detach(), kl_s.detach()
 
     def train_step(self, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
