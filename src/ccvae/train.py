@@ -69,6 +69,11 @@ def lr_factor(t: TrainConfig, step: int, steps_per_epoch: int, total_steps: int)
     return t.lr_decay_factor ** ((step // steps_per_epoch) // t.lr_decay_epochs)
 
 
+def _ramp(step: int, steps: int) -> float:
+    """A linear rise from 0 to 1 over ``steps`` steps (0: 1 from the start)."""
+    return min(1.0, step / steps) if steps else 1.0
+
+
 def _gen_state(g: torch.Generator) -> torch.Tensor:
     return g.get_state().clone()
 
@@ -107,7 +112,6 @@ class Trainer:
         if t.compile != "off":
             # Dynamo specialises on the mode string, so each loss computation gets its own graph.
             self.step_module = torch.compile(self.step_module, mode=t.compile, dynamic=False)
-        self.build_optimizers()
         # Per-rank streams for sampling and noise; the epoch order is shared (seeded per epoch).
         self.g_data = torch.Generator(device=device).manual_seed(t.seed * 7919 + self.dist.rank)
         self.g_noise = torch.Generator(device=device).manual_seed(t.seed * 7919 + 104729 + self.dist.rank)
@@ -118,7 +122,9 @@ class Trainer:
                        else self.method.capture_blocker())
             if blocker:
                 raise UserError(f"train.capture={t.capture}: {blocker}")
-            self.use_captured_step()
+            self.use_captured_step()  # builds the optimisers the captured step needs
+        else:
+            self.build_optimizers()
         self.step = 0
         self.wall_s = 0.0
         self._stop = False
@@ -233,9 +239,8 @@ class Trainer:
                     group["lr"].fill_(base * factor)  # in place: a captured graph reads this tensor
                 else:
                     group["lr"] = base * factor
-        self.method.kl_scale.fill_(min(1.0, self.step / t.kl_warmup_steps) if t.kl_warmup_steps else 1.0)
-        ramp = min(1.0, self.step / t.kl_capacity_steps) if t.kl_capacity_steps else 1.0
-        self.method.kl_capacity.fill_(t.kl_capacity * ramp)
+        self.method.kl_scale.fill_(_ramp(self.step, t.kl_warmup_steps))
+        self.method.kl_capacity.fill_(t.kl_capacity * _ramp(self.step, t.kl_capacity_steps))
         if self.captured is not None:
             values, ran = self.captured(flat, self.step)
         else:

@@ -111,10 +111,8 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSetti
         raise UserError(f"{data_path}: images are {fp['image_size']} px but the run's model expects {cfg.model.image_size}")
     device = torch.device(device)
     # Record what the probes ran in (``auto`` resolved), so metrics.json says which precision gave its numbers.
-    probe = replace(settings.probe, device=str(device), precision=resolve_precision(settings.probe.precision, device))
-    curve_probe = replace(settings.curve_probe, device=str(device),
-                          precision=resolve_precision(settings.curve_probe.precision, device))
-    settings = replace(settings, probe=probe, curve_probe=curve_probe)
+    on_device = lambda p: replace(p, device=str(device), precision=resolve_precision(p.precision, device))  # noqa: E731
+    settings = replace(settings, probe=on_device(settings.probe), curve_probe=on_device(settings.curve_probe))
     model = model.to(device).eval()
     torch.manual_seed(settings.seed)
 

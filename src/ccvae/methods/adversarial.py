@@ -56,19 +56,15 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> 
     return loss, acc.detach()
 
 
-def adversarial_optimizers(method: Method) -> dict[str, torch.optim.Optimizer]:
-    """Adam over the generator side and a separate Adam over the discriminator (``method.disc_lr``, ``disc_beta1``)."""
-    m, t = method.cfg.method, method.cfg.train
-    return {"gen": method.adam(method.generator_parameters()),
-            "disc": method.adam(method.extras["discriminator"].parameters(), lr=m.disc_lr or t.lr,
-                                betas=(m.disc_beta1, t.beta2))}
-
-
 class Adversarial(Method):
     """What the adversarial baselines share: a generator Adam and a discriminator Adam; ``capture_blocker``."""
 
     def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return adversarial_optimizers(self)
+        """Adam over the generator side and a separate Adam over the discriminator (``disc_lr``, ``disc_beta1``)."""
+        m, t = self.cfg.method, self.cfg.train
+        return {"gen": self.adam(self.generator_parameters()),
+                "disc": self.adam(self.extras["discriminator"].parameters(), lr=m.disc_lr or t.lr,
+                                  betas=(m.disc_beta1, t.beta2))}
 
     def capture_blocker(self) -> str | None:
         if self.cfg.method.disc_max_accuracy < 1:
