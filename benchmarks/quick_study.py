@@ -58,6 +58,13 @@ VARIANTS: dict[str, list[str]] = {
     # Fourth round: a floor on z's information (capacity target, nats per image, reached at step 5,000).
     "cap25": ["train.kl_capacity=25", "train.kl_capacity_steps=5000"],
     "cap50": ["train.kl_capacity=50", "train.kl_capacity_steps=5000"],
+    # Sixth round: s modulates every decoder feature map (FiLM), alone and with the richer z of KL 1.
+    "film": ["model.dec_film=true"],
+    "film-kl1": ["model.dec_film=true", "train.kl_coef=1.0"],
+    # Seventh round: the reverse cycle trains the decoder too (a swap is a cross-identity (z, s) the paper's decoder
+    # never trains on).
+    "revdec": ["train.reverse_updates=all"],
+    "film-kl1-revdec": ["model.dec_film=true", "train.kl_coef=1.0", "train.reverse_updates=all"],
 }
 
 
@@ -219,7 +226,7 @@ def write_table(out: Path, times: dict, budget_s: float) -> None:
     rows = collect(out)
     lines = ["| variant | seed | CPU ms/step | steps | swap PSNR | recon PSNR | id unseen s | id all s | "
              "id unseen z (sampled) | id all z (sampled) | id unseen z mean std. | pose z | pose s | active z |",
-             "|" + "---|" * 15]
+             "|" + "---|" * 14]
     for r in _ranked(rows):
         lines.append(
             f"| {r['variant']} | {r['seed']} | {1000 * times[r['variant']]:.0f} | {r['steps']} | {r['swap_psnr']:.2f} | "

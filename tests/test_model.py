@@ -81,6 +81,25 @@ def test_reverse_cycle_updates_encoder_only():
     assert model.encoder.s.weight.grad is None
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_reverse_cycle_can_train_the_decoder_too(fast):
+    cfg = build_config("smoke", overrides=["model.style_dim=6", "train.reverse_updates=all"])
+    torch.manual_seed(0)
+    model = CCVAE(cfg.model)
+    losses = CycleVAE(model, cfg, fast=fast)
+    opt_rev = losses.make_optimizers()["rev"]
+    assert {id(p) for g in opt_rev.param_groups for p in g["params"]} == {id(p) for p in model.parameters()}
+    dec_before = copy.deepcopy(model.decoder.state_dict())
+    g = torch.Generator().manual_seed(2)
+    opt_rev.zero_grad(set_to_none=True)
+    losses("reverse", torch.rand(4, 3, 60, 60, generator=g), torch.rand(4, 3, 60, 60, generator=g),
+           torch.randn(4, 6, generator=g))[0].backward()
+    assert all(p.grad is not None for p in model.decoder.deconvs.parameters())
+    opt_rev.step()
+    assert any(not torch.equal(v, dec_before[k]) for k, v in model.decoder.state_dict().items())
+    assert model.encoder.s.weight.grad is None  # s stays detached: the decoder learns to meet it, s does not move
+
+
 def test_kl_matches_torch_distributions():
     g = torch.Generator().manual_seed(3)
     mu, logvar = torch.randn(7, 11, generator=g), torch.randn(7, 11, generator=g)
@@ -153,6 +172,8 @@ def test_fast_path_matches_plain_path():
     ("train.lr=0", "train.lr must be > 0"), ("train.batch_size=1", "batch_size must be >= 2"),
     ("model.norm=layer", "model.norm"), ("model.enc_channels=[8,8]", "dec_channels"),
     ("train.precision=fp16", "precision"), ("nosection=3", "unknown config key"),
+    ("train.reverse_updates=decoder", "train.reverse_updates must be one of encoder, all"),
+    ("model.dec_film=1", "model.dec_film must be bool"),
 ])
 def test_config_errors(override, needle):
     with pytest.raises(UserError, match=needle):
@@ -182,3 +203,30 @@ def test_reverse_cycle_leaves_batch_norm_running_stats():
     assert all(m.momentum == 0.1 for m in bns)  # restored
     losses("forward", torch.rand(4, 3, 60, 60), torch.rand(4, 3, 60, 60), torch.randn(8, 6))[0].backward()
     assert not all(torch.equal(m.running_mean, b) for m, b in zip(bns, before, strict=True))
+
+
+@pytest.mark.parametrize("dec_norm", ["batch", "instance", "none"])
+def test_film_decoder_starts_as_the_plain_one_and_learns_from_s(dec_norm):
+    plain_cfg = build_config("smoke", overrides=[f"model.dec_norm={dec_norm}"]).model
+    film_cfg = build_config("smoke", overrides=[f"model.dec_norm={dec_norm}", "model.dec_film=true"]).model
+    torch.manual_seed(0)
+    plain, film = CCVAE(plain_cfg).eval(), CCVAE(film_cfg).eval()
+    # The paper's decoder keeps its state-dict keys (old checkpoints load); FiLM only adds its heads.
+    assert not any(k.startswith("decoder.film") for k in plain.state_dict())
+    missing, unexpected = film.load_state_dict(plain.state_dict(), strict=False)
+    assert unexpected == [] and missing and all(k.startswith("decoder.film.") for k in missing)
+    z, s = torch.randn(3, film_cfg.style_dim), torch.randn(3, film_cfg.class_dim)
+    assert torch.equal(film.decode(z, s), plain.decode(z, s))  # zero-initialised heads: the plain decoder
+    # Every head gets a gradient, and once trained s changes the image through the heads alone.
+    film.train()
+    film.decode(z, s).square().mean().backward()
+    heads = list(film.decoder.film)
+    assert len(heads) == len(film_cfg.dec_channels) - 1  # one per normalised map; none on the RGB output
+    assert all(h.weight.grad is not None and h.weight.grad.abs().sum() > 0 for h in heads)
+    film.eval()
+    with torch.no_grad():
+        film.decoder.fc[0].weight[:, film_cfg.style_dim:] = 0  # s no longer enters the first layer
+        for h in heads:
+            h.weight.normal_(0, 0.5)
+    y1, y2 = film.decode(z, s), film.decode(z, torch.randn_like(s))
+    assert (y1 - y2).abs().max() > 1e-3

@@ -22,6 +22,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 LR_SCHEDULES = ("step", "cosine")
 REVERSE_Z = ("prior", "posterior")
 NORM_STATS = ("batch", "running")
+REVERSE_UPDATES = ("encoder", "all")
 COMPILE_MODES = ("off", "default", "reduce-overhead")
 CAPTURE_MODES = ("off", "cuda-graph")
 METHOD_NAMES = ("ccvae", "mathieu", "szabo", "mlvae")
@@ -53,6 +54,9 @@ class TrainConfig:
     reverse_z: str = "prior"  # z of the reverse cycle: prior N(0, I) (paper) or a posterior sample
     reverse_every: int = 1  # run the reverse cycle every N steps (1: every step, the paper)
     reverse_norm_stats: str = "batch"  # batch norm in the reverse cycle: batch or running statistics
+    # What the reverse cycle trains: the encoder (paper) or encoder and decoder ("all"), so the decoder too learns
+    # to render one z the same way under another character's s, the combination a swap asks of it.
+    reverse_updates: str = "encoder"
     seed: int = 0
     precision: str = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16, else fp32
     log_every: int = 50  # steps between metrics rows (and host syncs on GPU)
@@ -142,6 +146,8 @@ class Config:
             (t.reverse_z in REVERSE_Z, f"train.reverse_z must be one of {', '.join(REVERSE_Z)}"),
             (t.reverse_every >= 1, "train.reverse_every must be >= 1"),
             (t.reverse_norm_stats in NORM_STATS, f"train.reverse_norm_stats must be one of {', '.join(NORM_STATS)}"),
+            (t.reverse_updates in REVERSE_UPDATES,
+             f"train.reverse_updates must be one of {', '.join(REVERSE_UPDATES)}"),
             (0 <= t.seed < 2**63, "train.seed must be in [0, 2**63)"),
             (t.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}"),
             (t.log_every >= 1, "train.log_every must be >= 1"),

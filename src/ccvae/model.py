@@ -33,6 +33,9 @@ class ModelConfig:
     norm: str = "instance"  # encoder normalisation
     dec_norm: str = "instance"  # decoder normalisation (between transposed convolutions)
     leak: float = 0.2  # negative slope of the decoder's LeakyReLU
+    # s also scales and shifts every normalised decoder feature map (FiLM, Perez et al. 2018) besides entering
+    # the first linear layer: appearance is mostly per-channel colour, which a modulation carries at every scale.
+    dec_film: bool = False
 
     def __post_init__(self) -> None:
         self.enc_channels = tuple(self.enc_channels)
@@ -114,7 +117,7 @@ class Decoder(nn.Module):
             nn.Linear(cfg.dec_hidden, math.prod(self.seed_shape)),
             nn.LeakyReLU(cfg.leak),
         )
-        layers = []
+        layers, film = [], []
         outs = (*cfg.dec_channels[1:], 3)
         for i, (c_in, c_out) in enumerate(zip(cfg.dec_channels, outs, strict=True)):
             size_in, size_out = sizes[-1 - i], sizes[-2 - i]
@@ -127,12 +130,27 @@ class Decoder(nn.Module):
             layers.append(nn.ConvTranspose2d(c_in, c_out, cfg.dec_kernel, 2, pad, output_padding=out_pad))
             if i < len(outs) - 1:
                 layers += [_norm(cfg.dec_norm, c_out), nn.LeakyReLU(cfg.leak)]
+                film.append(nn.Linear(cfg.class_dim, 2 * c_out))
         self.deconvs = nn.Sequential(*layers)
+        # FiLM heads, zero-initialised so training starts from the plain decoder; None keeps the paper's decoder
+        # (and its state-dict keys). A modulation follows each norm, i.e. every third layer of ``deconvs``.
+        self.film = nn.ModuleList(film) if cfg.dec_film else None
+        if self.film is not None:
+            for head in self.film:
+                nn.init.zeros_(head.weight)
+                nn.init.zeros_(head.bias)
 
     def forward(self, z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         h = self.fc(torch.cat([z, s], dim=1))  # (B, 1024)
         h = h.view(-1, *self.seed_shape)  # (B, 256, 2, 2)
-        return torch.sigmoid(self.deconvs(h))  # (B, 3, 60, 60)
+        if self.film is None:
+            return torch.sigmoid(self.deconvs(h))  # (B, 3, 60, 60)
+        for i, layer in enumerate(self.deconvs):
+            h = layer(h)
+            if i % 3 == 1:  # after the norm of block i // 3
+                gamma, beta = self.film[i // 3](s).chunk(2, dim=1)  # (B, C) each
+                h = h * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
+        return torch.sigmoid(h)  # (B, 3, 60, 60)
 
 
 class CCVAE(nn.Module):

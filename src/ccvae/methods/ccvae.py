@@ -2,7 +2,8 @@
 
 Forward cycle (Sec. 3.1, Eq. 2): swap s within a same-character pair, reconstruct, KL on z; it
 updates encoder and decoder. Reverse cycle (Sec. 3.2, Eq. 3): one z decoded with the s of two
-random images must re-encode to the same z; it updates the encoder only.
+random images must re-encode to the same z; it updates the encoder only (``train.reverse_updates =
+"all"``: the decoder too, an option beyond the paper).
 
 ``fast=True`` batches the two halves of each cycle into one encoder and one decoder call
 (identical maths: normalisation is per sample, or batch norm over the same concatenated batch);
@@ -64,8 +65,10 @@ class CycleVAE(Method):
         self._last_reverse: tuple[torch.Tensor, ...] | None = None
 
     def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        """Adam over encoder+decoder (forward cycle) and Adam over the encoder only (reverse cycle)."""
-        return {"fwd": self.adam(self.model.parameters()), "rev": self.adam(self.model.encoder.parameters())}
+        """Adam over encoder+decoder (forward cycle) and Adam over the encoder only (reverse cycle; the whole
+        model with ``train.reverse_updates = "all"``)."""
+        rev = self.model if self.cfg.train.reverse_updates == "all" else self.model.encoder
+        return {"fwd": self.adam(self.model.parameters()), "rev": self.adam(rev.parameters())}
 
     def step_variant(self, step: int) -> object:
         return step % self.cfg.train.reverse_every == 0  # with or without the reverse cycle
@@ -157,11 +160,14 @@ class CycleVAE(Method):
             if self.fast:
                 mu, logvar, s = m.encode(torch.cat([xa, xb]))  # (2B, class_dim), detached
                 z = reparameterize(mu[:B], logvar[:B], noise) if posterior else noise
-                x_gen = m.decode(torch.cat([z, z]), s)  # (2B, 3, 60, 60)
             else:
                 mu_a, logvar_a, s_a = m.encode(xa)
                 s_b = m.encode(xb)[2]
                 z = reparameterize(mu_a, logvar_a, noise) if posterior else noise
+        with torch.set_grad_enabled(self.cfg.train.reverse_updates == "all" and torch.is_grad_enabled()):
+            if self.fast:
+                x_gen = m.decode(torch.cat([z, z]), s)  # (2B, 3, 60, 60)
+            else:
                 x_gen = torch.cat([m.decode(z, s_a), m.decode(z, s_b)])
         if self.fast:
             mu = m.encode(x_gen)[0]
