@@ -246,3 +246,42 @@ def test_report_opens_with_grid_and_headline_numbers(run):
         assert label in head, label
     for label in ("z (sampled)", "z mean (raw)", "z mean (standardised)", "active z dimensions"):
         assert label in text, label
+
+
+class _LookupModel(torch.nn.Module):
+    """A 'decoder' that draws the true image of (character s[:, 0], pose argmax z[:, :P]) and adds ``leak`` x
+    (z's character code - s's): a perfect pose channel, plus identity in z when ``leak`` > 0."""
+
+    def __init__(self, images: torch.Tensor, leak: float) -> None:
+        super().__init__()
+        self.images, self.leak, self.P = images, leak, images.shape[1]
+        self.dummy = torch.nn.Parameter(torch.zeros(()))  # decode_batched reads the device off a parameter
+
+    def decode(self, z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        x = self.images[s[:, 0].round().long(), z[:, :self.P].argmax(1)]
+        return x + self.leak * (z[:, self.P] - s[:, 1])[:, None, None, None]
+
+
+def test_swap_decomposition_tells_identity_in_z_from_pose():
+    from types import SimpleNamespace
+
+    from ccvae.evaluate.encode import Encodings
+    from ccvae.evaluate.swap import swap_metrics
+
+    R, P = 6, 5
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(R, P, 3, 60, 60, generator=g)
+    data = SimpleNamespace(device=torch.device("cpu"), gather=lambda rows, poses: images[rows, poses])
+    code = torch.randn(R, generator=g)  # each character's identity code, in z (and in s for the decoder to cancel)
+    z = torch.cat([torch.eye(P).expand(R, P, P), code[:, None, None].expand(R, P, 1)], dim=2)  # (R, P, P + 1)
+    s = torch.stack([torch.arange(R).float()[:, None].expand(R, P), code[:, None].expand(R, P)], dim=2)  # (R, P, 2)
+    enc = Encodings(torch.arange(R), z, s, torch.zeros_like(z))
+    clean = swap_metrics(_LookupModel(images, 0.0), data, enc, n_swaps=200, seed=1)
+    assert clean["swap_mse"] == clean["same_character_mse"] == clean["mean_pose_code_mse"] == 0
+    assert clean["reconstruction_mse"] == 0 and clean["wrong_pose_mse"] > 0.1
+    leaky = swap_metrics(_LookupModel(images, 1.0), data, enc, n_swaps=200, seed=1)
+    # Own z: the leak cancels. Another character's z carries its code: error. A pose code averaged over the other
+    # characters carries their mean code: about half the swap's error (var vs 2 var for a random pair).
+    assert leaky["same_character_mse"] == 0 and leaky["reconstruction_mse"] == 0
+    assert 0 < leaky["mean_pose_code_mse"] < leaky["swap_mse"]
+    assert leaky["swap_psnr"] < leaky["mean_pose_code_psnr"] < leaky["same_character_psnr"] == float("inf")

@@ -167,6 +167,11 @@ def _page(run_dir: Path, eval_dir: Path, m: dict, cfg: dict) -> str:
                   f"{sw['reconstruction_psnr']:.2f}"],
                  ["no pose transfer: dec(z_A,k', s_A,k') vs x_A,k", sw["n_swaps"], f"{sw['wrong_pose_mse']:.5f}",
                   f"{sw['wrong_pose_psnr']:.2f}"]]
+    if "same_character_mse" in sw:  # evaluations before the decomposition lack these rows
+        swap_rows += [["same character: dec(z_A,k, s_A,k') vs x_A,k", sw["n_swaps"], f"{sw['same_character_mse']:.5f}",
+                       f"{sw['same_character_psnr']:.2f}"],
+                      ["pose code: dec(mean of z_C,k over C != A, s_A,k') vs x_A,k", sw["n_swaps"],
+                       f"{sw['mean_pose_code_mse']:.5f}", f"{sw['mean_pose_code_psnr']:.2f}"]]
     run = m.get("run", {})
     train_s = run.get("train_wall_s")
     facts = [["training steps", run.get("steps")], ["parameters", run.get("parameters")],
@@ -224,7 +229,10 @@ MIG on all images; SAP and DCI on {dis_n}. The ideal: identity factors in s only
 dec(predicted z, true s) (s_to_z) or dec(true z, predicted s) (z_to_s) on all test images.</p>
 {_table(["predictor", "train MSE", "validation MSE", "validation R^2", "regeneration MSE"], pred_rows)}
 <h2>Ground-truth swaps</h2>
-<p>Every character is drawn in the same poses, so dec(z of B in pose k, s of A in pose k') has a true answer: A in pose k.</p>
+<p>Every character is drawn in the same poses, so dec(z of B in pose k, s of A in pose k') has a true answer: A in pose k.
+The last two rows say where the swap's error comes from: with A's own z (the forward cycle's task) and with a pose code
+that holds no single character (pose k's z mean over the other characters). A swap well below the same-character row
+means z carries the character as well as the pose, or that the decoder renders a z differently under another s.</p>
 {_table(["measure", "images", "MSE", "PSNR dB"], swap_rows)}
 <h2>Run</h2>
 {_table(["", "value"], facts)}

@@ -45,6 +45,13 @@ def swap_metrics(model: CCVAE, data: SpritesDataset, enc: Encodings, n_swaps: in
     rec = per_image_mse(model, data, enc.z.flatten(0, 1), enc.s.flatten(0, 1), rr, pp, batch_size)
     # Reference point: the swap with z and s from A itself in pose k' (what "no transfer of pose" scores).
     no_pose = per_image_mse(model, data, enc.z[a, k_other], enc.s[a, k_other], enc.rows[a], k, batch_size)
+    # Where the swap's error comes from: the same swap within one character (A's own z of pose k; what the
+    # forward cycle trains), and with B's z replaced by pose k's z mean over every character but A (a pose code
+    # with no one's identity in it). swap < same character means z carries the character as well as the pose.
+    same_char = per_image_mse(model, data, enc.z[a, k], enc.s[a, k_other], enc.rows[a], k, batch_size)
+    z_sum = enc.z.sum(0)  # (P, style_dim)
+    pose_code = (z_sum[k] - enc.z[a, k]) / (R - 1) if R > 1 else enc.z[a, k]  # (n_swaps, style_dim)
+    mean_code = per_image_mse(model, data, pose_code, enc.s[a, k_other], enc.rows[a], k, batch_size)
     return {
         "n_swaps": n_swaps,
         "swap_mse": swap.mean().item(),
@@ -54,4 +61,8 @@ def swap_metrics(model: CCVAE, data: SpritesDataset, enc: Encodings, n_swaps: in
         "n_reconstructed": len(rec),
         "wrong_pose_mse": no_pose.mean().item(),
         "wrong_pose_psnr": psnr(no_pose.mean().item()),
+        "same_character_mse": same_char.mean().item(),
+        "same_character_psnr": psnr(same_char.mean().item()),
+        "mean_pose_code_mse": mean_code.mean().item(),
+        "mean_pose_code_psnr": psnr(mean_code.mean().item()),
     }
