@@ -65,6 +65,9 @@ VARIANTS: dict[str, list[str]] = {
     # never trains on).
     "revdec": ["train.reverse_updates=all"],
     "film-kl1-revdec": ["model.dec_film=true", "train.kl_coef=1.0", "train.reverse_updates=all"],
+    # Eighth round: the decoder-training reverse cycle against KL 1's identity leak, with the paper's and the wider decoder.
+    "kl1-revdec": ["train.kl_coef=1.0", "train.reverse_updates=all"],
+    "bigdec-kl1-revdec": BIGDEC + ["train.kl_coef=1.0", "train.reverse_updates=all"],
 }
 
 
