@@ -68,6 +68,9 @@ VARIANTS: dict[str, list[str]] = {
     # Eighth round: the decoder-training reverse cycle against KL 1's identity leak, with the paper's and the wider decoder.
     "kl1-revdec": ["train.kl_coef=1.0", "train.reverse_updates=all"],
     "bigdec-kl1-revdec": BIGDEC + ["train.kl_coef=1.0", "train.reverse_updates=all"],
+    # Ninth round: the reverse cycle's identity term (generated images re-encode to their s; trains the decoder only).
+    "revid1": ["train.reverse_identity_coef=1.0"],
+    "kl1-revid1": ["train.kl_coef=1.0", "train.reverse_identity_coef=1.0"],
 }
 
 

@@ -57,6 +57,10 @@ class TrainConfig:
     # What the reverse cycle trains: the encoder (paper) or encoder and decoder ("all"), so the decoder too learns
     # to render one z the same way under another character's s, the combination a swap asks of it.
     reverse_updates: str = "encoder"
+    # Identity term of the reverse cycle (beyond the paper; 0: off): each generated image dec(z, s_x) must re-encode
+    # to s_x (L1, this weight). The encoder judges and is not trained by it; the decoder is: it learns to draw the
+    # character s names under a z taken from someone else, which a swap asks and the forward cycle never shows.
+    reverse_identity_coef: float = 0.0
     seed: int = 0
     precision: str = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16, else fp32
     log_every: int = 50  # steps between metrics rows (and host syncs on GPU)
@@ -139,7 +143,8 @@ class Config:
             (t.max_steps >= 0, "train.max_steps must be >= 0"),
             (t.lr_decay_epochs >= 1, "train.lr_decay_epochs must be >= 1"),
             (0 < t.lr_decay_factor <= 1, "train.lr_decay_factor must be in (0, 1]"),
-            (min(t.reconstruction_coef, t.reverse_cycle_coef, t.kl_coef) >= 0, "train coefficients must be >= 0"),
+            (min(t.reconstruction_coef, t.reverse_cycle_coef, t.kl_coef, t.reverse_identity_coef) >= 0,
+             "train coefficients must be >= 0"),
             (t.lr_schedule in LR_SCHEDULES, f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}"),
             (t.kl_warmup_steps >= 0, "train.kl_warmup_steps must be >= 0"),
             (t.kl_capacity >= 0 and t.kl_capacity_steps >= 0, "train.kl_capacity and train.kl_capacity_steps must be >= 0"),

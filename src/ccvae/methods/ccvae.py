@@ -3,7 +3,8 @@
 Forward cycle (Sec. 3.1, Eq. 2): swap s within a same-character pair, reconstruct, KL on z; it
 updates encoder and decoder. Reverse cycle (Sec. 3.2, Eq. 3): one z decoded with the s of two
 random images must re-encode to the same z; it updates the encoder only (``train.reverse_updates =
-"all"``: the decoder too, an option beyond the paper).
+"all"``: the decoder too, an option beyond the paper). ``train.reverse_identity_coef`` (beyond the paper) adds
+that each generated image re-encodes to the s it was drawn with, a term that trains the decoder only.
 
 ``fast=True`` batches the two halves of each cycle into one encoder and one decoder call
 (identical maths: normalisation is per sample, or batch norm over the same concatenated batch);
@@ -16,7 +17,9 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from ccvae.config import Config
 from ccvae.hardware import autocast
@@ -50,7 +53,7 @@ def frozen_norm_statistics(model: nn.Module, use_running: bool = False) -> Itera
 
 
 class CycleVAE(Method):
-    """``loss_forward(x1, x2, eps)`` -> (loss, recon, kl); ``loss_reverse(xa, xb, noise)`` -> (loss, l1)."""
+    """``loss_forward(x1, x2, eps)`` -> (loss, recon, kl); ``loss_reverse(xa, xb, noise)`` -> (loss, l1, id_l1)."""
 
     name = "ccvae"
     paper = "Jha et al., ECCV 2018 (arXiv 1804.10469)"
@@ -63,11 +66,17 @@ class CycleVAE(Method):
     def __init__(self, model: CCVAE, cfg: Config, fast: bool = True) -> None:
         super().__init__(model, cfg, fast)
         self._last_reverse: tuple[torch.Tensor, ...] | None = None
+        if cfg.train.reverse_identity_coef > 0:  # its own metrics.csv column only when it is on
+            self.TERMS = (*CycleVAE.TERMS, "reverse_identity")
+
+    def _trains_decoder_in_reverse(self) -> bool:
+        t = self.cfg.train
+        return t.reverse_updates == "all" or t.reverse_identity_coef > 0
 
     def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Adam over encoder+decoder (forward cycle) and Adam over the encoder only (reverse cycle; the whole
         model with ``train.reverse_updates = "all"``)."""
-        rev = self.model if self.cfg.train.reverse_updates == "all" else self.model.encoder
+        rev = self.model if self._trains_decoder_in_reverse() else self.model.encoder
         return {"fwd": self.adam(self.model.parameters()), "rev": self.adam(rev.parameters())}
 
     def step_variant(self, step: int) -> object:
@@ -86,18 +95,21 @@ class CycleVAE(Method):
         opt_fwd.step()
 
         zero = torch.zeros((), device=ctx.device)
+        n = len(self.TERMS)
         if ctx.step % t.reverse_every:
-            return torch.stack([recon.float(), kl.float(), zero]), torch.stack([zero + 1, zero + 1, zero])
+            ran = torch.stack([zero + 1, zero + 1, *[zero] * (n - 2)])
+            return torch.stack([recon.float(), kl.float(), *[zero] * (n - 2)]), ran
         xa = ctx.data.sample(b, ctx.g_data).x
         xb = ctx.data.sample(b, ctx.g_data).x
         noise = torch.randn(b, d.style_dim, generator=ctx.g_noise, device=ctx.device)
         opt_rev.zero_grad(set_to_none=True)
         with autocast(ctx.device, ctx.precision):
-            rev, l1 = ctx.call("reverse", xa, xb, noise)
+            rev, l1, id_l1 = ctx.call("reverse", xa, xb, noise)
         rev.backward()
         opt_rev.step()
         self._last_reverse = (xa, xb, noise, ctx.device, ctx.precision)
-        return torch.stack([recon.float(), kl.float(), l1.float()]), torch.ones(3, device=ctx.device)
+        values = [recon.float(), kl.float(), l1.float(), id_l1.float()][:n]
+        return torch.stack(values), torch.ones(n, device=ctx.device)
 
     @torch.no_grad()
     def diagnostics(self) -> dict[str, float]:
@@ -108,7 +120,7 @@ class CycleVAE(Method):
         self.model.eval()
         try:
             with autocast(device, precision):
-                _, l1 = self.loss_reverse(xa, xb, noise)
+                _, l1, _ = self.loss_reverse(xa, xb, noise)
         finally:
             self.model.train()
         return {"reverse_cycle_eval": l1.item()}
@@ -148,7 +160,9 @@ class CycleVAE(Method):
         xa, xb: (B, 3, 60, 60), independent images; noise: (B, style_dim) ~ N(0, I). z is ``noise``
         itself (the paper: z ~ p(z)) or, with ``reverse_z = "posterior"``, a sample of xa's own
         posterior (a z the decoder meets in the forward cycle). Gradients reach the encoder only
-        through the re-encoding: s and z are detached and the decoder runs without a graph.
+        through the re-encoding: s and z are detached, and the decoder runs without a graph unless
+        ``reverse_updates = "all"`` trains it too. With ``reverse_identity_coef`` the decoder also gets
+        the identity term's gradient, through an encoder whose weights are held fixed for that term.
         """
         m, B = self.model, xa.shape[0]
         with frozen_norm_statistics(m, use_running=self.cfg.train.reverse_norm_stats == "running"):
@@ -164,16 +178,27 @@ class CycleVAE(Method):
                 mu_a, logvar_a, s_a = m.encode(xa)
                 s_b = m.encode(xb)[2]
                 z = reparameterize(mu_a, logvar_a, noise) if posterior else noise
-        with torch.set_grad_enabled(self.cfg.train.reverse_updates == "all" and torch.is_grad_enabled()):
+        t = self.cfg.train
+        with torch.set_grad_enabled(self._trains_decoder_in_reverse() and torch.is_grad_enabled()):
             if self.fast:
                 x_gen = m.decode(torch.cat([z, z]), s)  # (2B, 3, 60, 60)
             else:
+                s = torch.cat([s_a, s_b])  # (2B, class_dim)
                 x_gen = torch.cat([m.decode(z, s_a), m.decode(z, s_b)])
+        x_z = x_gen if t.reverse_updates == "all" else x_gen.detach()  # what the z term may train
         if self.fast:
-            mu = m.encode(x_gen)[0]
+            mu = m.encode(x_z)[0]
             mu1, mu2 = mu[:B], mu[B:]
         else:
-            mu1, mu2 = m.encode(x_gen[:B])[0], m.encode(x_gen[B:])[0]
+            mu1, mu2 = m.encode(x_z[:B])[0], m.encode(x_z[B:])[0]
         # Paper Eq. (3): L1 between the two re-encoded z means, weighted 10 (reference run).
         l1 = reverse_cycle_l1(mu1, mu2)
-        return self.cfg.train.reverse_cycle_coef * l1, l1.detach()
+        loss = t.reverse_cycle_coef * l1
+        id_l1 = torch.zeros((), device=l1.device)
+        if t.reverse_identity_coef > 0:
+            # The encoder as a fixed judge: its weights detached, so only the decoder learns from this term.
+            fixed = {k: v.detach() for k, v in m.encoder.named_parameters()}
+            s_hat = functional_call(m.encoder, fixed, (x_gen,))[2]  # (2B, class_dim)
+            id_l1 = F.l1_loss(s_hat.float(), s.float())
+            loss = loss + t.reverse_identity_coef * id_l1
+        return loss, l1.detach(), id_l1.detach()
