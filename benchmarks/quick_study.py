@@ -71,6 +71,8 @@ VARIANTS: dict[str, list[str]] = {
     # Ninth round: the reverse cycle's identity term (generated images re-encode to their s; trains the decoder only).
     "revid1": ["train.reverse_identity_coef=1.0"],
     "kl1-revid1": ["train.kl_coef=1.0", "train.reverse_identity_coef=1.0"],
+    "revid0.1": ["train.reverse_identity_coef=0.1"],
+    "kl1-revid0.1": ["train.kl_coef=1.0", "train.reverse_identity_coef=0.1"],
 }
 
 
