@@ -73,6 +73,8 @@ VARIANTS: dict[str, list[str]] = {
     "kl1-revid1": ["train.kl_coef=1.0", "train.reverse_identity_coef=1.0"],
     "revid0.1": ["train.reverse_identity_coef=0.1"],
     "kl1-revid0.1": ["train.kl_coef=1.0", "train.reverse_identity_coef=0.1"],
+    # Tenth round: FiLM with KL 1 on the wider decoder.
+    "bigdec-film-kl1": BIGDEC + ["model.dec_film=true", "train.kl_coef=1.0"],
 }
 
 
