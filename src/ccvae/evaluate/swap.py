@@ -50,7 +50,7 @@ def swap_metrics(model: CCVAE, data: SpritesDataset, enc: Encodings, n_swaps: in
     # with no one's identity in it). swap < same character means z carries the character as well as the pose.
     same_char = per_image_mse(model, data, enc.z[a, k], enc.s[a, k_other], enc.rows[a], k, batch_size)
     z_sum = enc.z.sum(0)  # (P, style_dim)
-    pose_code = (z_sum[k] - enc.z[a, k]) / (R - 1) if R > 1 else enc.z[a, k]  # (n_swaps, style_dim)
+    pose_code = (z_sum[k] - enc.z[a, k]) / (R - 1)  # (n_swaps, style_dim); R >= 2, as B != A needs
     mean_code = per_image_mse(model, data, pose_code, enc.s[a, k_other], enc.rows[a], k, batch_size)
     return {
         "n_swaps": n_swaps,

@@ -75,7 +75,7 @@ class CycleVAE(Method):
 
     def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Adam over encoder+decoder (forward cycle) and Adam over the encoder only (reverse cycle; the whole
-        model with ``train.reverse_updates = "all"``)."""
+        model when the reverse cycle trains the decoder: ``reverse_updates = "all"`` or ``reverse_identity_coef``)."""
         rev = self.model if self._trains_decoder_in_reverse() else self.model.encoder
         return {"fwd": self.adam(self.model.parameters()), "rev": self.adam(rev.parameters())}
 
