@@ -32,6 +32,8 @@ R = ["train.reverse_norm_stats=running"]
 POST = ["train.reverse_z=posterior"]
 COS = ["train.lr_schedule=cosine"]
 BIGDEC = ["model.dec_channels=[128,64,32,16]", "model.dec_hidden=512"]
+FILM_KL1 = ["model.dec_film=true", "train.kl_coef=1.0"]
+JOINT = ["train.reverse_decoder_step=forward"]
 # In order of priority: when a machine cannot fit them all (``--adapt-at``), the last ones are dropped.
 VARIANTS: dict[str, list[str]] = {
     "R-kl1-post": R + POST + ["train.kl_coef=1.0"],
@@ -75,6 +77,12 @@ VARIANTS: dict[str, list[str]] = {
     "kl1-revid0.1": ["train.kl_coef=1.0", "train.reverse_identity_coef=0.1"],
     # Tenth round: FiLM with KL 1 on the wider decoder.
     "bigdec-film-kl1": BIGDEC + ["model.dec_film=true", "train.kl_coef=1.0"],
+    # Eleventh round: the decoder's reverse-cycle terms in the forward cycle's Adam step, where their weight counts.
+    "film-kl1-jid0.1": FILM_KL1 + JOINT + ["train.reverse_identity_coef=0.1"],
+    "film-kl1-jall": FILM_KL1 + JOINT + ["train.reverse_updates=all"],
+    "film-kl1-jid1": FILM_KL1 + JOINT + ["train.reverse_identity_coef=1.0"],
+    # Twelfth round (the lr decay now at the same fraction of every variant's steps): the wider decoder on the preset.
+    "bigdec": BIGDEC,
 }
 
 
@@ -127,12 +135,22 @@ def _cpu_name() -> str:
 
 def _launch(name: str, seed: int, steps: int, args: argparse.Namespace) -> subprocess.Popen:
     run = Path(args.out) / f"{name}__seed{seed}"
-    sets = [a for s in VARIANTS[name] for a in ("--set", s)]
+    sets = [a for s in VARIANTS[name] + decay_sets(VARIANTS[name], steps, args.decay_at) for a in ("--set", s)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     script = (f"{' '.join(map(_q, _ccvae('train', '--preset', 'quick', *sets, '--max-steps', str(steps), '--seed', str(seed), '--out', str(run), '--device', args.device, '--quiet', '--data', args.data)))}"
               f" && {' '.join(map(_q, _ccvae('evaluate', str(run), '--device', args.device, '--quiet', '--data', args.data)))}")
     log = open(Path(args.out) / f"{name}__seed{seed}.log", "w")
     return subprocess.Popen(["bash", "-c", script], stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def decay_sets(sets: list[str], steps: int, decay_at: float) -> list[str]:
+    """The step schedule's decay at ``decay_at`` of a variant's own steps (not cosine, which spans the run).
+
+    Without it the decay stays at the preset's epoch 3 (step 8,343), which a variant slower than the preset
+    never reaches in the budget (the first eleven rounds: 7,352-8,283 steps for the costlier ones)."""
+    if decay_at <= 0 or "train.lr_schedule=cosine" in sets:
+        return []
+    return [f"train.lr_decay_steps={round(decay_at * steps)}"]
 
 
 def _q(s: str) -> str:
@@ -269,6 +287,9 @@ def main() -> None:
     r.add_argument("--phase2-min-s", type=float, default=240.0, help="start the seed-1 finalists only with this much left")
     r.add_argument("--adapt-at", type=float, default=0.0, help="seconds after which to drop what cannot finish")
     r.add_argument("--eval-s", type=float, default=90.0, help="time an evaluation needs, for --adapt-at")
+    r.add_argument("--decay-at", type=float, default=8343 / 10029,
+                   help="the lr decay at this fraction of each variant's steps (the preset's run: step 8,343 of "
+                        "10,029); 0: at the preset's epoch 3 whatever the steps (rounds one to eleven)")
     r.add_argument("--out", required=True)
     tb = sub.add_parser("table")
     tb.add_argument("--times", required=True)

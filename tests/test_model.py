@@ -180,6 +180,7 @@ def test_fast_path_matches_plain_path():
     ("train.precision=fp16", "precision"), ("nosection=3", "unknown config key"),
     ("train.reverse_updates=decoder", "train.reverse_updates must be one of encoder, all"),
     ("model.dec_film=1", "model.dec_film must be bool"),
+    ("train.lr_decay_steps=-1", "train.lr_decay_steps must be >= 0"),
 ])
 def test_config_errors(override, needle):
     with pytest.raises(UserError, match=needle):
@@ -258,7 +259,61 @@ def test_reverse_identity_term_trains_the_decoder_only(fast):
     assert not torch.equal(all_both["decoder.fc.0.weight"], both["decoder.fc.0.weight"])
 
 
-def test_reverse_identity_term_is_logged_and_resumes_exactly(tmp_path, capsys, tiny_npz):
+def _joint_grads(overrides, fast=True, mode="joint"):
+    cfg = build_config("smoke", overrides=["model.style_dim=6", *overrides])
+    torch.manual_seed(0)
+    model = CCVAE(cfg.model)
+    losses = CycleVAE(model, cfg, fast=fast)
+    g = torch.Generator().manual_seed(2)
+    x1, x2, xa, xb = (torch.rand(4, 3, 60, 60, generator=g) for _ in range(4))
+    eps, noise = torch.randn(8, 6, generator=g), torch.randn(4, 6, generator=g)
+    out = losses("joint", x1, x2, eps, xa, xb, noise) if mode == "joint" else losses("forward", x1, x2, eps)
+    out[0].backward()
+    return losses, {k: p.grad for k, p in model.named_parameters()}, out, (xa, xb, noise)
+
+
+def _grads_of(losses, *args):
+    losses.zero_grad(set_to_none=True)
+    out = losses(*args)
+    out[0].backward()
+    return {k: p.grad for k, p in losses.model.named_parameters()}, out
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("terms", [["train.reverse_identity_coef=1.0"], ["train.reverse_updates=all"]])
+def test_decoder_reverse_terms_can_join_the_forward_step(fast, terms):
+    sets = [*terms, "train.reverse_decoder_step=forward"]
+    _, plain, (_, recon0, kl0), _ = _joint_grads([], fast, mode="forward")
+    losses, joint, (loss, recon, kl, id_l1, x_gen), rev_inputs = _joint_grads(sets, fast)
+    assert torch.equal(recon, recon0) and torch.equal(kl, kl0) and x_gen.shape == (8, 3, 60, 60)
+    assert (id_l1 > 0) == ("train.reverse_identity_coef=1.0" in terms)
+    # The encoder judges with fixed weights: its gradients are the forward cycle's, bit for bit.
+    for k, g in plain.items():
+        if k.startswith("encoder."):
+            assert (g is None and joint[k] is None) or torch.equal(g, joint[k]), k
+    assert not torch.equal(plain["decoder.fc.0.weight"], joint["decoder.fc.0.weight"])
+    # The reverse cycle's own step is the paper's again: the encoder only; on the joint call's images its
+    # gradients are those of the paper's reverse cycle, which draws the same images itself.
+    opts = losses.make_optimizers()
+    assert {id(p) for g in opts["rev"].param_groups for p in g["params"]} == {
+        id(p) for p in losses.model.encoder.parameters()}
+    paper, (_, l1_paper, rev_id) = _grads_of(losses, "reverse", *rev_inputs)
+    reenc, (_, l1) = _grads_of(losses, "reencode", x_gen)
+    assert rev_id == 0 and torch.equal(l1, l1_paper)
+    assert all(g is None for k, g in paper.items() if k.startswith("decoder."))
+    for k, g in paper.items():
+        assert (g is None and reenc[k] is None) or torch.equal(g, reenc[k]), k
+
+
+def test_reverse_decoder_step_forward_needs_a_decoder_term():
+    with pytest.raises(UserError, match="train.reverse_decoder_step=forward needs a decoder term"):
+        build_config("smoke", overrides=["train.reverse_decoder_step=forward"])
+    with pytest.raises(UserError, match="train.reverse_decoder_step must be one of reverse, forward"):
+        build_config("smoke", overrides=["train.reverse_decoder_step=both"])
+
+
+@pytest.mark.parametrize("where", ["reverse", "forward"])
+def test_reverse_identity_term_is_logged_and_resumes_exactly(tmp_path, capsys, tiny_npz, where):
     import csv
     import math
 
@@ -268,7 +323,7 @@ def test_reverse_identity_term_is_logged_and_resumes_exactly(tmp_path, capsys, t
     def train(out, *extra):
         code = main(["train", "--data", str(tiny_npz), "--preset", "smoke", "--out", str(out), "--quiet",
                      "--device", "cpu", "--set", "train.reverse_identity_coef=2.0", "--set", "train.reverse_every=2",
-                     *extra])
+                     "--set", f"train.reverse_decoder_step={where}", *extra])
         assert code == 0, capsys.readouterr().err
 
     train(tmp_path / "a", "--max-steps", "20")

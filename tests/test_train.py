@@ -188,12 +188,16 @@ def test_bad_checkpoint_on_resume(tmp_path, capsys, tiny_npz, damage):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method,port", [("ccvae", 29517), ("mathieu", 29518)])  # mathieu: a discriminator too
-def test_ddp_two_processes(tmp_path, tiny_npz, method, port):
+@pytest.mark.parametrize("method,port,sets", [
+    ("ccvae", 29517, []), ("mathieu", 29518, []),  # mathieu: a discriminator too
+    # the decoder's reverse-cycle terms in the forward step: one "joint" call, then "reencode"
+    ("ccvae", 29519, ["train.reverse_identity_coef=0.5", "train.reverse_decoder_step=forward"])])
+def test_ddp_two_processes(tmp_path, tiny_npz, method, port, sets):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
            "-m", "ccvae", "train", "--data", str(tiny_npz), "--preset", "smoke", "--out", str(run), "--quiet",
-           "--device", "cpu", "--method", method, "--set", "method.disc_max_accuracy=0.9"]
+           "--device", "cpu", "--method", method, "--set", "method.disc_max_accuracy=0.9",
+           *[a for s in sets for a in ("--set", s)]]
     res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     log = (run / "log.txt").read_text()
@@ -215,6 +219,9 @@ def test_lr_schedules_and_kl_warmup():
     c = build_config("quick", overrides=["train.lr_schedule=cosine"]).train
     assert lr_factor(c, 0, 2781, 10_000) == 1.0 and abs(lr_factor(c, 5_000, 2781, 10_000) - 0.5) < 1e-12
     assert lr_factor(c, 10_000, 2781, 10_000) < 1e-12
+    s = build_config("quick", overrides=["train.lr_decay_steps=6100"]).train  # steps, not epochs
+    assert lr_factor(s, 6099, 2781, 7_352) == 1.0 and lr_factor(s, 6100, 2781, 7_352) == 0.2
+    assert abs(lr_factor(s, 12_200, 2781, 20_000) - 0.04) < 1e-12
 
 
 def test_reverse_options_train_and_resume_identically(tmp_path, capsys, tiny_npz):

@@ -23,6 +23,7 @@ LR_SCHEDULES = ("step", "cosine")
 REVERSE_Z = ("prior", "posterior")
 NORM_STATS = ("batch", "running")
 REVERSE_UPDATES = ("encoder", "all")
+DECODER_STEPS = ("reverse", "forward")
 COMPILE_MODES = ("off", "default", "reduce-overhead")
 CAPTURE_MODES = ("off", "cuda-graph")
 METHOD_NAMES = ("ccvae", "mathieu", "szabo", "mlvae")
@@ -42,6 +43,9 @@ class TrainConfig:
     lr_schedule: str = "step"  # step: x lr_decay_factor every lr_decay_epochs; cosine: to 0 over the run
     lr_decay_epochs: int = 80  # authors' code: step decay x0.1 after epoch 80
     lr_decay_factor: float = 0.1
+    # > 0: the step schedule decays every this many steps instead of every lr_decay_epochs epochs (a decay at a set
+    # point of a run whose length is fixed in steps, not epochs: e.g. a budget in CPU time).
+    lr_decay_steps: int = 0
     reconstruction_coef: float = 2.0
     reverse_cycle_coef: float = 10.0
     kl_coef: float = 3.0
@@ -61,6 +65,10 @@ class TrainConfig:
     # to s_x (L1, this weight). The encoder judges and is not trained by it; the decoder is: it learns to draw the
     # character s names under a z taken from someone else, which a swap asks and the forward cycle never shows.
     reverse_identity_coef: float = 0.0
+    # Which Adam step applies the decoder's reverse-cycle gradients (the two options above): "reverse", the reverse
+    # cycle's own (whose per-parameter scaling gives the decoder a full-size step on them whatever their weight), or
+    # "forward", added to the forward cycle's loss so that their weights count against the reconstruction's.
+    reverse_decoder_step: str = "reverse"
     seed: int = 0
     precision: str = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16, else fp32
     log_every: int = 50  # steps between metrics rows (and host syncs on GPU)
@@ -143,6 +151,7 @@ class Config:
             (t.max_steps >= 0, "train.max_steps must be >= 0"),
             (t.lr_decay_epochs >= 1, "train.lr_decay_epochs must be >= 1"),
             (0 < t.lr_decay_factor <= 1, "train.lr_decay_factor must be in (0, 1]"),
+            (t.lr_decay_steps >= 0, "train.lr_decay_steps must be >= 0"),
             (min(t.reconstruction_coef, t.reverse_cycle_coef, t.kl_coef, t.reverse_identity_coef) >= 0,
              "train coefficients must be >= 0"),
             (t.lr_schedule in LR_SCHEDULES, f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}"),
@@ -153,6 +162,11 @@ class Config:
             (t.reverse_norm_stats in NORM_STATS, f"train.reverse_norm_stats must be one of {', '.join(NORM_STATS)}"),
             (t.reverse_updates in REVERSE_UPDATES,
              f"train.reverse_updates must be one of {', '.join(REVERSE_UPDATES)}"),
+            (t.reverse_decoder_step in DECODER_STEPS,
+             f"train.reverse_decoder_step must be one of {', '.join(DECODER_STEPS)}"),
+            (t.reverse_decoder_step == "reverse" or t.reverse_updates == "all" or t.reverse_identity_coef > 0,
+             "train.reverse_decoder_step=forward needs a decoder term: train.reverse_updates=all or "
+             "train.reverse_identity_coef > 0"),
             (0 <= t.seed < 2**63, "train.seed must be in [0, 2**63)"),
             (t.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}"),
             (t.log_every >= 1, "train.log_every must be >= 1"),

@@ -61,11 +61,14 @@ class TrainResult:
 def lr_factor(t: TrainConfig, step: int, steps_per_epoch: int, total_steps: int) -> float:
     """Learning-rate multiplier at ``step`` (0-based): a function of the step alone, so resume needs no state.
 
-    ``step``: x lr_decay_factor every lr_decay_epochs epochs (the authors' StepLR); ``cosine``: half a
-    cosine from 1 to 0 over the run (Loshchilov & Hutter 2017, without restarts).
+    ``step``: x lr_decay_factor every lr_decay_epochs epochs (the authors' StepLR), or every lr_decay_steps
+    steps where that is set; ``cosine``: half a cosine from 1 to 0 over the run (Loshchilov & Hutter 2017,
+    without restarts).
     """
     if t.lr_schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+    if t.lr_decay_steps:
+        return t.lr_decay_factor ** (step // t.lr_decay_steps)
     return t.lr_decay_factor ** ((step // steps_per_epoch) // t.lr_decay_epochs)
 
 

@@ -4,7 +4,9 @@ Forward cycle (Sec. 3.1, Eq. 2): swap s within a same-character pair, reconstruc
 updates encoder and decoder. Reverse cycle (Sec. 3.2, Eq. 3): one z decoded with the s of two
 random images must re-encode to the same z; it updates the encoder only (``train.reverse_updates =
 "all"``: the decoder too, an option beyond the paper). ``train.reverse_identity_coef`` (beyond the paper) adds
-that each generated image re-encodes to the s it was drawn with, a term that trains the decoder only.
+that each generated image re-encodes to the s it was drawn with, a term that trains the decoder only. With
+``train.reverse_decoder_step = "forward"`` the decoder's share of those terms joins the forward cycle's loss
+(one call, "joint", one Adam step) instead of the reverse cycle's own step.
 
 ``fast=True`` batches the two halves of each cycle into one encoder and one decoder call
 (identical maths: normalisation is per sample, or batch norm over the same concatenated batch);
@@ -53,7 +55,9 @@ def frozen_norm_statistics(model: nn.Module, use_running: bool = False) -> Itera
 
 
 class CycleVAE(Method):
-    """``loss_forward(x1, x2, eps)`` -> (loss, recon, kl); ``loss_reverse(xa, xb, noise)`` -> (loss, l1, id_l1)."""
+    """``loss_forward(x1, x2, eps)`` -> (loss, recon, kl); ``loss_reverse(xa, xb, noise)`` -> (loss, l1, id_l1).
+    With ``reverse_decoder_step = "forward"``: ``loss_joint`` (forward cycle + the decoder's reverse terms) then
+    ``loss_reencode`` (the encoder's reverse cycle on the images ``loss_joint`` generated)."""
 
     name = "ccvae"
     paper = "Jha et al., ECCV 2018 (arXiv 1804.10469)"
@@ -61,7 +65,7 @@ class CycleVAE(Method):
     # The reverse-cycle L1 of the last reverse batch with the model in eval mode (the network users get);
     # with batch norm it can be far above the train-mode value when the encoder leans on batch statistics.
     DIAGNOSTICS = ("reverse_cycle_eval",)
-    MODES = ("forward", "reverse")
+    MODES = ("forward", "reverse", "joint", "reencode")
 
     def __init__(self, model: CCVAE, cfg: Config, fast: bool = True) -> None:
         super().__init__(model, cfg, fast)
@@ -69,13 +73,22 @@ class CycleVAE(Method):
         if cfg.train.reverse_identity_coef > 0:  # its own metrics.csv column only when it is on
             self.TERMS = (*CycleVAE.TERMS, "reverse_identity")
 
-    def _trains_decoder_in_reverse(self) -> bool:
+    def _decoder_learns_reverse(self) -> bool:
         t = self.cfg.train
         return t.reverse_updates == "all" or t.reverse_identity_coef > 0
 
+    def _trains_decoder_in_reverse(self) -> bool:
+        """The reverse cycle's own step trains the decoder (else only the encoder)."""
+        return self._decoder_learns_reverse() and self.cfg.train.reverse_decoder_step == "reverse"
+
+    def _joint(self) -> bool:
+        """The decoder's reverse-cycle terms join the forward cycle's step."""
+        return self._decoder_learns_reverse() and self.cfg.train.reverse_decoder_step == "forward"
+
     def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Adam over encoder+decoder (forward cycle) and Adam over the encoder only (reverse cycle; the whole
-        model when the reverse cycle trains the decoder: ``reverse_updates = "all"`` or ``reverse_identity_coef``)."""
+        model when the reverse cycle's step trains the decoder: ``reverse_updates = "all"`` or
+        ``reverse_identity_coef``, with ``reverse_decoder_step = "reverse"``)."""
         rev = self.model if self._trains_decoder_in_reverse() else self.model.encoder
         return {"fwd": self.adam(self.model.parameters()), "rev": self.adam(rev.parameters())}
 
@@ -88,23 +101,31 @@ class CycleVAE(Method):
         pairs = ctx.data.pairs_from_flat(ctx.flat, ctx.g_data)
         b = pairs.x1.shape[0]
         eps = torch.randn(2 * b, d.style_dim, generator=ctx.g_noise, device=ctx.device)
+        reverse = ctx.step % t.reverse_every == 0
+        if reverse:  # drawn before the forward step (which draws nothing): each generator's sequence is unchanged
+            xa = ctx.data.sample(b, ctx.g_data).x
+            xb = ctx.data.sample(b, ctx.g_data).x
+            noise = torch.randn(b, d.style_dim, generator=ctx.g_noise, device=ctx.device)
         opt_fwd.zero_grad(set_to_none=True)
         with autocast(ctx.device, ctx.precision):
-            loss, recon, kl = ctx.call("forward", pairs.x1, pairs.x2, eps)
+            if reverse and self._joint():
+                loss, recon, kl, id_l1, x_gen = ctx.call("joint", pairs.x1, pairs.x2, eps, xa, xb, noise)
+            else:
+                loss, recon, kl = ctx.call("forward", pairs.x1, pairs.x2, eps)
         loss.backward()
         opt_fwd.step()
 
         zero = torch.zeros((), device=ctx.device)
         n = len(self.TERMS)
-        if ctx.step % t.reverse_every:
+        if not reverse:
             ran = torch.stack([zero + 1, zero + 1, *[zero] * (n - 2)])
             return torch.stack([recon.float(), kl.float(), *[zero] * (n - 2)]), ran
-        xa = ctx.data.sample(b, ctx.g_data).x
-        xb = ctx.data.sample(b, ctx.g_data).x
-        noise = torch.randn(b, d.style_dim, generator=ctx.g_noise, device=ctx.device)
         opt_rev.zero_grad(set_to_none=True)
         with autocast(ctx.device, ctx.precision):
-            rev, l1, id_l1 = ctx.call("reverse", xa, xb, noise)
+            if self._joint():  # the images the joint call generated: one decoder pass fewer
+                rev, l1 = ctx.call("reencode", x_gen)
+            else:
+                rev, l1, id_l1 = ctx.call("reverse", xa, xb, noise)
         rev.backward()
         opt_rev.step()
         self._last_reverse = (xa, xb, noise, ctx.device, ctx.precision)
@@ -154,6 +175,30 @@ class CycleVAE(Method):
         loss = t.reconstruction_coef * recon + self.kl_term(kl, numel, latents=2)
         return loss, recon.detach(), kl.detach()
 
+    def loss_joint(self, x1: torch.Tensor, x2: torch.Tensor, eps: torch.Tensor, xa: torch.Tensor, xb: torch.Tensor,
+                   noise: torch.Tensor):
+        """The forward cycle's loss plus the decoder's reverse-cycle terms (``reverse_decoder_step = "forward"``).
+
+        One call, so that DDP sees a single forward per backward; the decoder terms go through an encoder whose
+        weights are held fixed, so the encoder's gradients are the forward cycle's alone (the paper's reverse
+        cycle still trains it in its own step, on the images generated here: ``loss_reencode``).
+        Returns (loss, recon, kl, id_l1, generated images detached: (2B, 3, 60, 60)).
+        """
+        loss, recon, kl = self.loss_forward(x1, x2, eps)
+        with frozen_norm_statistics(self.model, use_running=self.cfg.train.reverse_norm_stats == "running"):
+            dec_loss, _, id_l1, x_gen = self._reverse_cycle(self.model, xa.shape[0], xa, xb, noise, part="decoder")
+        return loss + dec_loss, recon, kl, id_l1, x_gen.detach()
+
+    def loss_reencode(self, x_gen: torch.Tensor):
+        """The paper's reverse cycle (encoder side) on images already generated: x_gen (2B, 3, 60, 60) holds
+        dec(z, s_a) then dec(z, s_b). With ``reverse_decoder_step = "forward"`` they come from the joint call, made
+        by the decoder and encoder as they were before that step's update. Returns (loss, l1)."""
+        m, B = self.model, x_gen.shape[0] // 2
+        with frozen_norm_statistics(m, use_running=self.cfg.train.reverse_norm_stats == "running"):
+            mu = m.encode(x_gen)[0] if self.fast else torch.cat([m.encode(x_gen[:B])[0], m.encode(x_gen[B:])[0]])
+        l1 = reverse_cycle_l1(mu[:B], mu[B:])
+        return self.cfg.train.reverse_cycle_coef * l1, l1.detach()
+
     def loss_reverse(self, xa: torch.Tensor, xb: torch.Tensor, noise: torch.Tensor):
         """Paper Sec. 3.2, Fig. 2(b): one z decoded with two identities must re-encode to the same z.
 
@@ -165,10 +210,13 @@ class CycleVAE(Method):
         the identity term's gradient, through an encoder whose weights are held fixed for that term.
         """
         m, B = self.model, xa.shape[0]
+        part = "both" if self._trains_decoder_in_reverse() else "encoder"
         with frozen_norm_statistics(m, use_running=self.cfg.train.reverse_norm_stats == "running"):
-            return self._reverse_cycle(m, B, xa, xb, noise)
+            return self._reverse_cycle(m, B, xa, xb, noise, part)[:3]
 
-    def _reverse_cycle(self, m: CCVAE, B: int, xa: torch.Tensor, xb: torch.Tensor, noise: torch.Tensor):
+    def _reverse_cycle(self, m: CCVAE, B: int, xa: torch.Tensor, xb: torch.Tensor, noise: torch.Tensor, part: str):
+        """part: "encoder" (the paper: the decoder runs without a graph), "decoder" (the decoder's terms only,
+        through a fixed encoder) or "both" (the decoder's terms in the same loss as the encoder's)."""
         posterior = self.cfg.train.reverse_z == "posterior"
         with torch.no_grad():
             if self.fast:
@@ -179,26 +227,29 @@ class CycleVAE(Method):
                 s_b = m.encode(xb)[2]
                 z = reparameterize(mu_a, logvar_a, noise) if posterior else noise
         t = self.cfg.train
-        with torch.set_grad_enabled(self._trains_decoder_in_reverse() and torch.is_grad_enabled()):
+        with torch.set_grad_enabled(part != "encoder" and torch.is_grad_enabled()):
             if self.fast:
                 x_gen = m.decode(torch.cat([z, z]), s)  # (2B, 3, 60, 60)
             else:
                 s = torch.cat([s_a, s_b])  # (2B, class_dim)
                 x_gen = torch.cat([m.decode(z, s_a), m.decode(z, s_b)])
-        x_z = x_gen if t.reverse_updates == "all" else x_gen.detach()  # what the z term may train
-        if self.fast:
-            mu = m.encode(x_z)[0]
-            mu1, mu2 = mu[:B], mu[B:]
+        # The encoder as a fixed judge: its weights detached, so only the decoder learns from what it says.
+        fixed = {k: v.detach() for k, v in m.encoder.named_parameters()}
+        if part == "decoder":  # the z term through the fixed encoder, when the decoder is to learn it
+            judge = functional_call(m.encoder, fixed, (x_gen,)) if self.fast else None
+            mu = judge[0] if self.fast else torch.cat(
+                [functional_call(m.encoder, fixed, (h,))[0] for h in (x_gen[:B], x_gen[B:])])
+            weight = t.reverse_cycle_coef if t.reverse_updates == "all" else 0.0
         else:
-            mu1, mu2 = m.encode(x_z[:B])[0], m.encode(x_z[B:])[0]
+            x_z = x_gen if part == "both" and t.reverse_updates == "all" else x_gen.detach()  # what the z term trains
+            mu = m.encode(x_z)[0] if self.fast else torch.cat([m.encode(x_z[:B])[0], m.encode(x_z[B:])[0]])
+            weight = t.reverse_cycle_coef
         # Paper Eq. (3): L1 between the two re-encoded z means, weighted 10 (reference run).
-        l1 = reverse_cycle_l1(mu1, mu2)
-        loss = t.reverse_cycle_coef * l1
+        l1 = reverse_cycle_l1(mu[:B], mu[B:])
+        loss = weight * l1
         id_l1 = torch.zeros((), device=l1.device)
-        if t.reverse_identity_coef > 0:
-            # The encoder as a fixed judge: its weights detached, so only the decoder learns from this term.
-            fixed = {k: v.detach() for k, v in m.encoder.named_parameters()}
-            s_hat = functional_call(m.encoder, fixed, (x_gen,))[2]  # (2B, class_dim)
-            id_l1 = F.l1_loss(s_hat.float(), s.float())
+        if t.reverse_identity_coef > 0 and part != "encoder":
+            s_hat = judge[2] if part == "decoder" and self.fast else functional_call(m.encoder, fixed, (x_gen,))[2]
+            id_l1 = F.l1_loss(s_hat.float(), s.float())  # s_hat: (2B, class_dim)
             loss = loss + t.reverse_identity_coef * id_l1
-        return loss, l1.detach(), id_l1.detach()
+        return loss, l1.detach(), id_l1.detach(), x_gen
