@@ -16,7 +16,7 @@ that each generated image re-encodes to the s it was drawn with, a term that tra
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -185,7 +185,7 @@ class CycleVAE(Method):
         Returns (loss, recon, kl, id_l1, generated images detached: (2B, 3, 60, 60)).
         """
         loss, recon, kl = self.loss_forward(x1, x2, eps)
-        with frozen_norm_statistics(self.model, use_running=self.cfg.train.reverse_norm_stats == "running"):
+        with self._reverse_norms():
             dec_loss, _, id_l1, x_gen = self._reverse_cycle(self.model, xa.shape[0], xa, xb, noise, part="decoder")
         return loss + dec_loss, recon, kl, id_l1, x_gen.detach()
 
@@ -193,9 +193,9 @@ class CycleVAE(Method):
         """The paper's reverse cycle (encoder side) on images already generated: x_gen (2B, 3, 60, 60) holds
         dec(z, s_a) then dec(z, s_b). With ``reverse_decoder_step = "forward"`` they come from the joint call, made
         by the decoder and encoder as they were before that step's update. Returns (loss, l1)."""
-        m, B = self.model, x_gen.shape[0] // 2
-        with frozen_norm_statistics(m, use_running=self.cfg.train.reverse_norm_stats == "running"):
-            mu = m.encode(x_gen)[0] if self.fast else torch.cat([m.encode(x_gen[:B])[0], m.encode(x_gen[B:])[0]])
+        B = x_gen.shape[0] // 2
+        with self._reverse_norms():
+            mu = self._z_means(self.model.encoder, x_gen)
         l1 = reverse_cycle_l1(mu[:B], mu[B:])
         return self.cfg.train.reverse_cycle_coef * l1, l1.detach()
 
@@ -211,8 +211,19 @@ class CycleVAE(Method):
         """
         m, B = self.model, xa.shape[0]
         part = "both" if self._trains_decoder_in_reverse() else "encoder"
-        with frozen_norm_statistics(m, use_running=self.cfg.train.reverse_norm_stats == "running"):
+        with self._reverse_norms():
             return self._reverse_cycle(m, B, xa, xb, noise, part)[:3]
+
+    def _reverse_norms(self) -> contextlib.AbstractContextManager[None]:
+        """Batch norm as the reverse cycle uses it: running averages left alone (and used, with "running")."""
+        return frozen_norm_statistics(self.model, use_running=self.cfg.train.reverse_norm_stats == "running")
+
+    def _z_means(self, encoder: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], x: torch.Tensor) -> torch.Tensor:
+        """z means of x (2B, 3, 60, 60): one encoder call (``fast``) or one per half, as the plain form runs it."""
+        if self.fast:
+            return encoder(x)[0]
+        B = x.shape[0] // 2
+        return torch.cat([encoder(x[:B])[0], encoder(x[B:])[0]])  # (2B, style_dim)
 
     def _reverse_cycle(self, m: CCVAE, B: int, xa: torch.Tensor, xb: torch.Tensor, noise: torch.Tensor, part: str):
         """part: "encoder" (the paper: the decoder runs without a graph), "decoder" (the decoder's terms only,
@@ -234,22 +245,25 @@ class CycleVAE(Method):
                 s = torch.cat([s_a, s_b])  # (2B, class_dim)
                 x_gen = torch.cat([m.decode(z, s_a), m.decode(z, s_b)])
         # The encoder as a fixed judge: its weights detached, so only the decoder learns from what it says.
-        fixed = {k: v.detach() for k, v in m.encoder.named_parameters()}
+        fixed = {k: v.detach() for k, v in m.encoder.named_parameters()} if part != "encoder" else {}
+
+        def judge(h: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return functional_call(m.encoder, fixed, (h,))
+
+        judged = judge(x_gen) if part == "decoder" and self.fast else None  # one pass for both decoder terms
         if part == "decoder":  # the z term through the fixed encoder, when the decoder is to learn it
-            judge = functional_call(m.encoder, fixed, (x_gen,)) if self.fast else None
-            mu = judge[0] if self.fast else torch.cat(
-                [functional_call(m.encoder, fixed, (h,))[0] for h in (x_gen[:B], x_gen[B:])])
+            mu = judged[0] if judged is not None else self._z_means(judge, x_gen)
             weight = t.reverse_cycle_coef if t.reverse_updates == "all" else 0.0
         else:
             x_z = x_gen if part == "both" and t.reverse_updates == "all" else x_gen.detach()  # what the z term trains
-            mu = m.encode(x_z)[0] if self.fast else torch.cat([m.encode(x_z[:B])[0], m.encode(x_z[B:])[0]])
+            mu = self._z_means(m.encoder, x_z)
             weight = t.reverse_cycle_coef
         # Paper Eq. (3): L1 between the two re-encoded z means, weighted 10 (reference run).
         l1 = reverse_cycle_l1(mu[:B], mu[B:])
         loss = weight * l1
         id_l1 = torch.zeros((), device=l1.device)
         if t.reverse_identity_coef > 0 and part != "encoder":
-            s_hat = judge[2] if part == "decoder" and self.fast else functional_call(m.encoder, fixed, (x_gen,))[2]
+            s_hat = (judged if judged is not None else judge(x_gen))[2]
             id_l1 = F.l1_loss(s_hat.float(), s.float())  # s_hat: (2B, class_dim)
             loss = loss + t.reverse_identity_coef * id_l1
         return loss, l1.detach(), id_l1.detach(), x_gen
