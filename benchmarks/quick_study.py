@@ -83,6 +83,9 @@ VARIANTS: dict[str, list[str]] = {
     "film-kl1-jid1": FILM_KL1 + JOINT + ["train.reverse_identity_coef=1.0"],
     # Twelfth round (the lr decay now at the same fraction of every variant's steps): the wider decoder on the preset.
     "bigdec": BIGDEC,
+    # Thirteenth round: the twelfth round's best (bigdec-kl1-revdec, identity 2.4x chance) with more pressure on z.
+    "bigdec-kl2-revdec": BIGDEC + ["train.kl_coef=2.0", "train.reverse_updates=all"],
+    "bigdec-kl1-revdec-rc20": BIGDEC + ["train.kl_coef=1.0", "train.reverse_updates=all", "train.reverse_cycle_coef=20.0"],
 }
 
 

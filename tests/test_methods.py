@@ -220,11 +220,13 @@ def test_method_config_errors(override, needle):
 
 
 def test_quick_presets_of_the_baselines():
-    """``--method M --preset quick`` is the tuned quick-M preset: the quick network, the method's own terms."""
-    quick = build_config("quick")
+    """``--method M --preset quick`` is the tuned quick-M preset: the first quick preset's network (the decoder
+    the baselines were sized on, narrower than today's quick preset's), the method's own terms."""
+    first = build_config("quick", overrides=["model.dec_channels=[64,32,32,16]", "model.dec_hidden=256"])
     for name in ("mathieu", "szabo", "mlvae"):
         cfg = build_config("quick", method=name)
-        assert cfg.method.name == name and cfg.model == quick.model
+        assert cfg.method.name == name and cfg.model == first.model
+        assert cfg.train.kl_coef == 3.0 and cfg.train.reverse_updates == "encoder"  # the ccvae's knobs stay off
         assert cfg == build_config(f"quick-{name}")
         # the steps are the cap, not the epochs (89,000 training images)
         assert cfg.train.max_steps <= cfg.train.epochs * (89_000 // cfg.train.batch_size)

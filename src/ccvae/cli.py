@@ -208,7 +208,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="paper",
                    choices=PRESET_NAMES,
                    help="paper: the reference run (z 512 / s 512, 150 epochs); paper-z512-s64, paper-z1024-s512: "
-                        "the paper's Table 1 rows; quick: 10,000 steps, 15-40 min on a 2-core CPU; quick-<method>: "
+                        "the paper's Table 1 rows; quick: 7,882 steps, 15-40 min on a 2-core CPU; quick-<method>: "
                         "the quick budget tuned for a baseline; smoke: seconds")
     p.add_argument("--method", choices=METHOD_NAMES,
                    help="ccvae (default): the cycle-consistent VAE; mathieu: Mathieu et al. 2016; szabo: Szabo et al. "
