@@ -1,3 +1,3 @@
-from ccvae.cli import main
+from ccvae.cli import entry
 
-raise SystemExit(main())
+entry()

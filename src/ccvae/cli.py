@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import signal
 import sys
@@ -349,3 +350,16 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"ccvae: error: {oom}", file=sys.stderr)
         return 2
+
+
+def entry() -> None:
+    """The ``ccvae`` console script and ``python -m ccvae``: ``main``, its exit code made final."""
+    code = main()
+    if code == 130:
+        # A Ctrl-C that lands while a C extension imports can leave CPython's "unhandled KeyboardInterrupt" flag set
+        # although main handled it; the interpreter then kills itself with SIGINT at exit (status -2, not 130; seen
+        # in the fault drill's "Ctrl-C while loading data"). main's cleanups have run: flush and leave with 130.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
