@@ -220,6 +220,24 @@ def test_probe_fits_672_separable_classes():
     assert res.train_acc >= 0.99 and res.test_acc >= 0.99, (res.train_acc, res.test_acc, res.epochs)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_probe_curves_use_a_subset_and_the_score_every_test_sample(precision):
+    """Per-epoch curves score at most ``curve_samples`` images (in the training precision); the reported test
+    accuracy is every test image's, in fp32."""
+    g = torch.Generator().manual_seed(3)
+    k, d = 5, 8
+    centres = torch.randn(k, d, generator=g)
+    y = torch.randint(0, k, (3000,), generator=g)
+    x = centres[y] + 1.2 * torch.randn(len(y), d, generator=g)  # overlapping: accuracy well below 1
+    settings = ProbeSettings(max_epochs=4, curve_samples=100, precision=precision)
+    res = fit_classifier(x[:2000], y[:2000], x[2000:], y[2000:], k, settings, seed=0)
+    full = (res.predict(x[2000:]).argmax(1) == y[2000:]).double().mean().item()
+    assert res.test_acc == pytest.approx(full, abs=1e-12)
+    assert 0.3 < full < 0.99
+    # 100 of 1000 test images per epoch: each curve point is a multiple of 1 / 100.
+    assert all(abs(a * 100 - round(a * 100)) < 1e-9 for a in res.curves["test_acc"])
+
+
 def test_learning_curve_scores_every_kept_checkpoint(tmp_path, data):
     from ccvae.evaluate.curve import kept_checkpoints
 

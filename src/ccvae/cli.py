@@ -270,8 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoints", action="store_true",
                     help="also score every kept checkpoint with fast probes and the swap PSNR (learning curve)")
     ev.add_argument("--probe-precision", default="auto", choices=("auto", "fp32", "bf16"),
-                    help="precision of the probes' training steps (auto: bf16 where the device does it natively; "
-                         "scoring is fp32 either way)")
+                    help="precision of the probes' training steps and per-epoch curves (auto: bf16 where the device "
+                         "does it natively; the reported scores are fp32 either way)")
     ev.set_defaults(func=_evaluate)
 
     rp = sub.add_parser("report", help="write RUN_DIR/report/index.html from the run folder")
