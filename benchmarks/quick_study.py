@@ -1,6 +1,7 @@
 """The quick-preset study: which settings give the best model for a fixed CPU budget.
 
-Every variant is the ``quick`` preset plus ``--set`` overrides. The budget is CPU time, so each
+Every variant is the first quick preset (``quick-v1``; ``quick`` up to the thirteenth round) plus ``--set``
+overrides. The budget is CPU time, so each
 variant trains for as many steps as fit in ``--budget-s`` at *its own* step time on the CPU
 (measured here by ``time``), whatever machine then runs the training:
 
@@ -9,8 +10,8 @@ variant trains for as many steps as fit in ``--budget-s`` at *its own* step time
         --budget-s 1740 --device cuda --parallel 16 --out study/runs           # anywhere (a GPU is fastest)
     python benchmarks/quick_study.py table --out study/runs                     # -> markdown table
 
-A run is ``ccvae train --preset quick --set ... --max-steps N`` then ``ccvae evaluate``: the same
-code and protocol as ``ccvae run --preset quick``. ``run`` trains the variants with seed 0, then the
+A run is ``ccvae train --preset quick-v1 --set ... --max-steps N`` then ``ccvae evaluate``: the same
+code and protocol as ``ccvae run``. ``run`` trains the variants with seed 0, then the
 best ``--finalists`` again with seed 1 (best: identity from sampled z within twice chance in both
 identity protocols, then the highest ground-truth swap PSNR).
 """
@@ -26,11 +27,9 @@ import sys
 import time
 from pathlib import Path
 
-# Every row is overrides on the first quick preset (`runs/quick-v5`), which `--preset quick` was up to the thirteenth
-# round; these put it back under today's preset, so each row reruns as it ran (max_steps comes from the budget).
-FIRST = ["model.dec_channels=[64,32,32,16]", "model.dec_hidden=256", "train.kl_coef=3.0",
-         "train.reverse_updates=encoder", "train.lr_decay_steps=0"]
-# name -> --set overrides on top of the first quick preset. "running": the reverse cycle normalises with
+PRESET = "quick-v1"
+# name -> --set overrides on the first quick preset (`--preset quick-v1`, `runs/quick-v5`; `quick` up to the
+# thirteenth round, so each row reruns as it ran; max_steps comes from the budget). "running": the reverse cycle normalises with
 # batch norm's running statistics (the network users get) instead of the batch's.
 R = ["train.reverse_norm_stats=running"]
 POST = ["train.reverse_z=posterior"]
@@ -90,6 +89,19 @@ VARIANTS: dict[str, list[str]] = {
     # Thirteenth round: the twelfth round's best (bigdec-kl1-revdec, identity 2.4x chance) with more pressure on z.
     "bigdec-kl2-revdec": BIGDEC + ["train.kl_coef=2.0", "train.reverse_updates=all"],
     "bigdec-kl1-revdec-rc20": BIGDEC + ["train.kl_coef=1.0", "train.reverse_updates=all", "train.reverse_cycle_coef=20.0"],
+    # Fourteenth round: the preset (bigdec-kl2-revdec) with more pose in z: a capacity floor of 25 nats, or the
+    # reverse cycle's weight 20 (which kept more pose with KL 1).
+    "bigdec-kl2-revdec-cap25": BIGDEC + ["train.kl_coef=2.0", "train.reverse_updates=all", "train.kl_capacity=25",
+                                         "train.kl_capacity_steps=5000"],
+    "bigdec-kl2-revdec-rc20": BIGDEC + ["train.kl_coef=2.0", "train.reverse_updates=all", "train.reverse_cycle_coef=20.0"],
+    # The preset with the reverse cycle's anchor: generated images re-encode to the z mean the z was drawn around.
+    "bigdec-kl2-revdec-anc1": BIGDEC + ["train.kl_coef=2.0", "train.reverse_updates=all", "train.reverse_anchor_coef=1.0"],
+    "bigdec-kl2-revdec-anc10": BIGDEC + ["train.kl_coef=2.0", "train.reverse_updates=all",
+                                         "train.reverse_anchor_coef=10.0"],
+    # Fifteenth round: the preset under a cosine schedule (the best reconstruction of the second round, 23.4 dB, had
+    # one), and with KL 1.5 between KL 1's pose (and its identity trace) and KL 2's.
+    "bigdec-kl2-revdec-cos": BIGDEC + COS + ["train.kl_coef=2.0", "train.reverse_updates=all"],
+    "bigdec-kl1.5-revdec-cos": BIGDEC + COS + ["train.kl_coef=1.5", "train.reverse_updates=all"],
 }
 
 
@@ -108,7 +120,7 @@ def cmd_time(args: argparse.Namespace) -> None:
     data = SpritesDataset.load(args.data)
     out = {"cpu": _cpu_name(), "threads": torch.get_num_threads(), "steps": args.steps, "s_per_step": {}}
     for name, sets in VARIANTS.items():
-        cfg = build_config("quick", overrides=FIRST + sets)
+        cfg = build_config(PRESET, overrides=sets)
         trainer = Trainer(cfg, data, Path("/nonexistent"), torch.device("cpu"), quiet=True)
         bs = cfg.train.batch_size
         out["s_per_step"][name] = median_step_s(trainer, args.steps)
@@ -142,9 +154,9 @@ def _cpu_name() -> str:
 
 def _launch(name: str, seed: int, steps: int, args: argparse.Namespace) -> subprocess.Popen:
     run = Path(args.out) / f"{name}__seed{seed}"
-    sets = [a for s in FIRST + VARIANTS[name] + decay_sets(VARIANTS[name], steps, args.decay_at) for a in ("--set", s)]
+    sets = [a for s in VARIANTS[name] + decay_sets(VARIANTS[name], steps, args.decay_at) for a in ("--set", s)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    script = (f"{' '.join(map(_q, _ccvae('train', '--preset', 'quick', *sets, '--max-steps', str(steps), '--seed', str(seed), '--out', str(run), '--device', args.device, '--quiet', '--data', args.data)))}"
+    script = (f"{' '.join(map(_q, _ccvae('train', '--preset', PRESET, *sets, '--max-steps', str(steps), '--seed', str(seed), '--out', str(run), '--device', args.device, '--quiet', '--data', args.data)))}"
               f" && {' '.join(map(_q, _ccvae('evaluate', str(run), '--device', args.device, '--quiet', '--data', args.data)))}")
     log = open(Path(args.out) / f"{name}__seed{seed}.log", "w")
     return subprocess.Popen(["bash", "-c", script], stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -219,10 +219,40 @@ def test_method_config_errors(override, needle):
         build_config("smoke", overrides=[override])
 
 
+def test_every_study_variant_is_a_valid_config_with_a_cost():
+    """Each row of ``benchmarks/quick_study.py`` builds (a typo in an override would otherwise surface 30 minutes into
+    a study run) and has its CPU step time; the thirteenth round's winner at its budget is today's quick preset."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("quick_study", root / "benchmarks" / "quick_study.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    times = json.loads((root / "docs" / "quick-study-cpu-times.json").read_text())["s_per_step"]
+    decay_at = 8343 / 10029  # quick_study.py run's default --decay-at
+    for name, sets in study.VARIANTS.items():
+        steps = int(610 / times[name])  # the budget of the rounds since the twelfth
+        cfg = build_config(study.PRESET, overrides=[*sets, *study.decay_sets(sets, steps, decay_at),
+                                                    f"train.max_steps={steps}"])
+        assert cfg.train.max_steps == steps, name
+    sets = study.VARIANTS["bigdec-kl2-revdec"]
+    steps = int(610 / times["bigdec-kl2-revdec"])
+    assert build_config(study.PRESET, overrides=[*sets, *study.decay_sets(sets, steps, decay_at),
+                                                 f"train.max_steps={steps}"]) == build_config("quick")
+
+
 def test_quick_presets_of_the_baselines():
     """``--method M --preset quick`` is the tuned quick-M preset: the first quick preset's network (the decoder
     the baselines were sized on, narrower than today's quick preset's), the method's own terms."""
-    first = build_config("quick", overrides=["model.dec_channels=[64,32,32,16]", "model.dec_hidden=256"])
+    first = build_config("quick-v1")
+    assert first.model.dec_channels == (64, 32, 32, 16) and first.model.dec_hidden == 256
+    # quick-v1 is today's quick preset without what the thirteenth round added (the study's rows rerun on it).
+    today = build_config("quick")
+    assert build_config("quick-v1", overrides=[
+        "model.dec_channels=[128,64,32,16]", "model.dec_hidden=512", "train.kl_coef=2.0", "train.reverse_updates=all",
+        f"train.lr_decay_steps={today.train.lr_decay_steps}", f"train.max_steps={today.train.max_steps}"]) == today
     for name in ("mathieu", "szabo", "mlvae"):
         cfg = build_config("quick", method=name)
         assert cfg.method.name == name and cfg.model == first.model

@@ -11,7 +11,7 @@ from torch.distributions import Normal, kl_divergence
 from ccvae.config import PRESETS, Config, build_config
 from ccvae.errors import UserError
 from ccvae.losses import kl_to_standard_normal
-from ccvae.methods.ccvae import CycleVAE
+from ccvae.methods.ccvae import CycleVAE, frozen_norm_statistics
 from ccvae.model import CCVAE, ModelConfig
 
 
@@ -87,8 +87,8 @@ def _reverse_grads(overrides, fast=True):
     model = CCVAE(cfg.model)
     losses = CycleVAE(model, cfg, fast=fast)
     g = torch.Generator().manual_seed(2)
-    loss, l1, id_l1 = losses("reverse", torch.rand(4, 3, 60, 60, generator=g), torch.rand(4, 3, 60, 60, generator=g),
-                             torch.randn(4, 6, generator=g))
+    loss, l1, id_l1, _ = losses("reverse", torch.rand(4, 3, 60, 60, generator=g),
+                                torch.rand(4, 3, 60, 60, generator=g), torch.randn(4, 6, generator=g))
     loss.backward()
     return losses, {k: p.grad for k, p in model.named_parameters()}, l1, id_l1
 
@@ -297,12 +297,51 @@ def test_decoder_reverse_terms_can_join_the_forward_step(fast, terms):
     opts = losses.make_optimizers()
     assert {id(p) for g in opts["rev"].param_groups for p in g["params"]} == {
         id(p) for p in losses.model.encoder.parameters()}
-    paper, (_, l1_paper, rev_id) = _grads_of(losses, "reverse", *rev_inputs)
+    paper, (_, l1_paper, rev_id, _) = _grads_of(losses, "reverse", *rev_inputs)
     reenc, (_, l1) = _grads_of(losses, "reencode", x_gen)
     assert rev_id == 0 and torch.equal(l1, l1_paper)
     assert all(g is None for k, g in paper.items() if k.startswith("decoder."))
     for k, g in paper.items():
         assert (g is None and reenc[k] is None) or torch.equal(g, reenc[k]), k
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("updates", ["encoder", "all"])
+def test_reverse_anchor_returns_to_the_posterior_mean(fast, updates):
+    sets = ["train.reverse_z=posterior", f"train.reverse_updates={updates}"]
+    _, plain, l1_plain, _ = _reverse_grads(sets, fast)
+    losses, grads, l1, _ = _reverse_grads([*sets, "train.reverse_anchor_coef=3.0"], fast)
+    assert losses.TERMS == ("reconstruction", "kl", "reverse_cycle", "reverse_anchor")
+    assert torch.equal(l1, l1_plain)  # the paper's term is untouched
+    # The anchor, recomputed by hand: both generated images re-encode to xa's z mean.
+    model, g = losses.model, torch.Generator().manual_seed(2)
+    xa, xb, noise = torch.rand(4, 3, 60, 60, generator=g), torch.rand(4, 3, 60, 60, generator=g), torch.randn(4, 6, generator=g)
+    with torch.no_grad(), frozen_norm_statistics(model):
+        if fast:
+            mu, logvar, s = model.encode(torch.cat([xa, xb]))
+            mu_a, logvar_a = mu[:4], logvar[:4]
+        else:
+            mu_a, logvar_a, s_a = model.encode(xa)
+            s = torch.cat([s_a, model.encode(xb)[2]])
+        z = mu_a + torch.exp(0.5 * logvar_a) * noise
+        x_gen = model.decode(torch.cat([z, z]), s) if fast else torch.cat([model.decode(z, s[:4]), model.decode(z, s[4:])])
+        back = model.encode(x_gen)[0] if fast else torch.cat([model.encode(x_gen[:4])[0], model.encode(x_gen[4:])[0]])
+        expected = (back - torch.cat([mu_a, mu_a])).abs().mean()
+    _, _, _, anchor = losses("reverse", xa, xb, noise)
+    assert anchor > 0 and torch.allclose(anchor, expected, rtol=1e-5, atol=1e-7)
+    # It trains what the reverse cycle trains: the encoder's gradients change; the decoder's only with "all".
+    assert not torch.equal(plain["encoder.z_mu.weight"], grads["encoder.z_mu.weight"])
+    if updates == "all":
+        assert not torch.equal(plain["decoder.fc.0.weight"], grads["decoder.fc.0.weight"])
+    else:
+        assert all(v is None for k, v in grads.items() if k.startswith("decoder."))
+
+
+def test_reverse_anchor_needs_a_posterior_z():
+    with pytest.raises(UserError, match="train.reverse_anchor_coef > 0 needs train.reverse_z=posterior"):
+        build_config("smoke", overrides=["train.reverse_anchor_coef=1.0"])
+    with pytest.raises(UserError, match="train coefficients must be >= 0"):
+        build_config("smoke", overrides=["train.reverse_anchor_coef=-1.0", "train.reverse_z=posterior"])
 
 
 def test_reverse_decoder_step_forward_needs_a_decoder_term():
@@ -312,8 +351,11 @@ def test_reverse_decoder_step_forward_needs_a_decoder_term():
         build_config("smoke", overrides=["train.reverse_decoder_step=both"])
 
 
-@pytest.mark.parametrize("where", ["reverse", "forward"])
-def test_reverse_identity_term_is_logged_and_resumes_exactly(tmp_path, capsys, tiny_npz, where):
+@pytest.mark.parametrize(("sets", "column"), [
+    (["train.reverse_identity_coef=2.0", "train.reverse_decoder_step=reverse"], "reverse_identity"),
+    (["train.reverse_identity_coef=2.0", "train.reverse_decoder_step=forward"], "reverse_identity"),
+    (["train.reverse_anchor_coef=5.0", "train.reverse_z=posterior", "train.reverse_updates=all"], "reverse_anchor")])
+def test_optional_reverse_terms_are_logged_and_resume_exactly(tmp_path, capsys, tiny_npz, sets, column):
     import csv
     import math
 
@@ -322,8 +364,8 @@ def test_reverse_identity_term_is_logged_and_resumes_exactly(tmp_path, capsys, t
 
     def train(out, *extra):
         code = main(["train", "--data", str(tiny_npz), "--preset", "smoke", "--out", str(out), "--quiet",
-                     "--device", "cpu", "--set", "train.reverse_identity_coef=2.0", "--set", "train.reverse_every=2",
-                     "--set", f"train.reverse_decoder_step={where}", *extra])
+                     "--device", "cpu", "--set", "train.reverse_every=2", *[a for x in sets for a in ("--set", x)],
+                     *extra])
         assert code == 0, capsys.readouterr().err
 
     train(tmp_path / "a", "--max-steps", "20")
@@ -332,7 +374,7 @@ def test_reverse_identity_term_is_logged_and_resumes_exactly(tmp_path, capsys, t
                  "--quiet", "--device", "cpu"])
     assert code == 0, capsys.readouterr().err
     rows = list(csv.DictReader(open(tmp_path / "a" / "metrics.csv")))
-    assert rows and all(math.isfinite(float(r["reverse_identity"])) and float(r["reverse_identity"]) > 0 for r in rows)
+    assert rows and all(math.isfinite(float(r[column])) and float(r[column]) > 0 for r in rows)
     a = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
     b = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
     for k in a["model"]:

@@ -14,7 +14,7 @@ from ccvae import __version__
 from ccvae.errors import UserError
 
 # Spelled out here so that ``--help`` needs no torch import; tests check them against config.PRESETS / METHOD_NAMES.
-PRESET_NAMES = ("paper", "paper-z512-s64", "paper-z1024-s512", "quick", "quick-mathieu", "quick-szabo", "quick-mlvae",
+PRESET_NAMES = ("paper", "paper-z512-s64", "paper-z1024-s512", "quick", "quick-v1", "quick-mathieu", "quick-szabo", "quick-mlvae",
                 "smoke")
 METHOD_NAMES = ("ccvae", "mathieu", "szabo", "mlvae")
 

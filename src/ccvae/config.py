@@ -65,6 +65,12 @@ class TrainConfig:
     # to s_x (L1, this weight). The encoder judges and is not trained by it; the decoder is: it learns to draw the
     # character s names under a z taken from someone else, which a swap asks and the forward cycle never shows.
     reverse_identity_coef: float = 0.0
+    # Anchor of the reverse cycle (beyond the paper; 0: off; needs reverse_z = "posterior"): each generated image
+    # dec(z, s_x), z drawn from image a's posterior, must also re-encode to a's z mean (L1, this weight), not only to
+    # the same z under both identities: the decoder must render a's pose under another character's s so that the
+    # encoder reads it back, the swap's own task. Trains what the reverse cycle trains (reverse_updates). Logged as
+    # reverse_anchor.
+    reverse_anchor_coef: float = 0.0
     # Which Adam step applies the decoder's reverse-cycle gradients (the two options above): "reverse", the reverse
     # cycle's own (whose per-parameter scaling gives the decoder a full-size step on them whatever their weight), or
     # "forward", added to the forward cycle's loss so that their weights count against the reconstruction's.
@@ -152,7 +158,8 @@ class Config:
             (t.lr_decay_epochs >= 1, "train.lr_decay_epochs must be >= 1"),
             (0 < t.lr_decay_factor <= 1, "train.lr_decay_factor must be in (0, 1]"),
             (t.lr_decay_steps >= 0, "train.lr_decay_steps must be >= 0"),
-            (min(t.reconstruction_coef, t.reverse_cycle_coef, t.kl_coef, t.reverse_identity_coef) >= 0,
+            (min(t.reconstruction_coef, t.reverse_cycle_coef, t.kl_coef, t.reverse_identity_coef,
+                 t.reverse_anchor_coef) >= 0,
              "train coefficients must be >= 0"),
             (t.lr_schedule in LR_SCHEDULES, f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}"),
             (t.kl_warmup_steps >= 0, "train.kl_warmup_steps must be >= 0"),
@@ -167,6 +174,9 @@ class Config:
             (t.reverse_decoder_step == "reverse" or t.reverse_updates == "all" or t.reverse_identity_coef > 0,
              "train.reverse_decoder_step=forward needs a decoder term: train.reverse_updates=all or "
              "train.reverse_identity_coef > 0"),
+            (t.reverse_anchor_coef == 0 or (t.reverse_z == "posterior" and t.reverse_decoder_step == "reverse"),
+             "train.reverse_anchor_coef > 0 needs train.reverse_z=posterior (a prior z has no image's mean to return "
+             "to) and train.reverse_decoder_step=reverse"),
             (0 <= t.seed < 2**63, "train.seed must be in [0, 2**63)"),
             (t.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}"),
             (t.log_every >= 1, "train.log_every must be >= 1"),
@@ -278,6 +288,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "paper-z512-s64": {"model": {"style_dim": 512, "class_dim": 64}},
     "paper-z1024-s512": {"model": {"style_dim": 1024, "class_dim": 512}},
     "quick": _QUICK,
+    # The first quick preset (up to the thirteenth study round; README's `runs/quick-v5`), kept so that its results
+    # and the study's earlier rows rerun as they ran.
+    "quick-v1": _QUICK_V1,
     # The baselines at the quick budget: the first quick preset's backbone and optimiser, each method's own
     # terms, and as many steps as the quick preset's training time buys at the method's own step time
     # (docs/baselines.md: the step times and the pilots behind each setting).

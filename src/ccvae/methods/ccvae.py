@@ -4,7 +4,9 @@ Forward cycle (Sec. 3.1, Eq. 2): swap s within a same-character pair, reconstruc
 updates encoder and decoder. Reverse cycle (Sec. 3.2, Eq. 3): one z decoded with the s of two
 random images must re-encode to the same z; it updates the encoder only (``train.reverse_updates =
 "all"``: the decoder too, an option beyond the paper). ``train.reverse_identity_coef`` (beyond the paper) adds
-that each generated image re-encodes to the s it was drawn with, a term that trains the decoder only. With
+that each generated image re-encodes to the s it was drawn with, a term that trains the decoder only;
+``train.reverse_anchor_coef`` (beyond the paper) that it re-encodes to the z mean its posterior z was drawn
+around (the latent reconstruction of Huang et al., MUNIT, ECCV 2018, on a posterior z). With
 ``train.reverse_decoder_step = "forward"`` the decoder's share of those terms joins the forward cycle's loss
 (one call, "joint", one Adam step) instead of the reverse cycle's own step.
 
@@ -55,7 +57,8 @@ def frozen_norm_statistics(model: nn.Module, use_running: bool = False) -> Itera
 
 
 class CycleVAE(Method):
-    """``loss_forward(x1, x2, eps)`` -> (loss, recon, kl); ``loss_reverse(xa, xb, noise)`` -> (loss, l1, id_l1).
+    """``loss_forward(x1, x2, eps)`` -> (loss, recon, kl); ``loss_reverse(xa, xb, noise)`` -> (loss, l1, id_l1,
+    anchor_l1).
     With ``reverse_decoder_step = "forward"``: ``loss_joint`` (forward cycle + the decoder's reverse terms) then
     ``loss_reencode`` (the encoder's reverse cycle on the images ``loss_joint`` generated)."""
 
@@ -70,8 +73,9 @@ class CycleVAE(Method):
     def __init__(self, model: CCVAE, cfg: Config, fast: bool = True) -> None:
         super().__init__(model, cfg, fast)
         self._last_reverse: tuple[torch.Tensor, ...] | None = None
-        if cfg.train.reverse_identity_coef > 0:  # its own metrics.csv column only when it is on
-            self.TERMS = (*CycleVAE.TERMS, "reverse_identity")
+        # Optional terms get their own metrics.csv column only when they are on.
+        self.TERMS = CycleVAE.TERMS + (("reverse_identity",) if cfg.train.reverse_identity_coef > 0 else ()) + (
+            ("reverse_anchor",) if cfg.train.reverse_anchor_coef > 0 else ())
 
     def _decoder_learns_reverse(self) -> bool:
         t = self.cfg.train
@@ -120,17 +124,19 @@ class CycleVAE(Method):
         if not reverse:
             ran = torch.stack([zero + 1, zero + 1, *[zero] * (n - 2)])
             return torch.stack([recon.float(), kl.float(), *[zero] * (n - 2)]), ran
+        anchor_l1 = zero
         opt_rev.zero_grad(set_to_none=True)
         with autocast(ctx.device, ctx.precision):
             if self._joint():  # the images the joint call generated: one decoder pass fewer
                 rev, l1 = ctx.call("reencode", x_gen)
             else:
-                rev, l1, id_l1 = ctx.call("reverse", xa, xb, noise)
+                rev, l1, id_l1, anchor_l1 = ctx.call("reverse", xa, xb, noise)
         rev.backward()
         opt_rev.step()
         self._last_reverse = (xa, xb, noise, ctx.device, ctx.precision)
-        values = [recon.float(), kl.float(), l1.float(), id_l1.float()][:n]
-        return torch.stack(values), torch.ones(n, device=ctx.device)
+        by_term = {"reconstruction": recon, "kl": kl, "reverse_cycle": l1, "reverse_identity": id_l1,
+                   "reverse_anchor": anchor_l1}
+        return torch.stack([by_term[k].float() for k in self.TERMS]), torch.ones(n, device=ctx.device)
 
     @torch.no_grad()
     def diagnostics(self) -> dict[str, float]:
@@ -141,7 +147,7 @@ class CycleVAE(Method):
         self.model.eval()
         try:
             with autocast(device, precision):
-                _, l1, _ = self.loss_reverse(xa, xb, noise)
+                l1 = self.loss_reverse(xa, xb, noise)[1]
         finally:
             self.model.train()
         return {"reverse_cycle_eval": l1.item()}
@@ -186,7 +192,7 @@ class CycleVAE(Method):
         """
         loss, recon, kl = self.loss_forward(x1, x2, eps)
         with self._reverse_norms():
-            dec_loss, _, id_l1, x_gen = self._reverse_cycle(self.model, xa.shape[0], xa, xb, noise, part="decoder")
+            dec_loss, _, id_l1, _, x_gen = self._reverse_cycle(self.model, xa.shape[0], xa, xb, noise, part="decoder")
         return loss + dec_loss, recon, kl, id_l1, x_gen.detach()
 
     def loss_reencode(self, x_gen: torch.Tensor):
@@ -212,7 +218,7 @@ class CycleVAE(Method):
         m, B = self.model, xa.shape[0]
         part = "both" if self._trains_decoder_in_reverse() else "encoder"
         with self._reverse_norms():
-            return self._reverse_cycle(m, B, xa, xb, noise, part)[:3]
+            return self._reverse_cycle(m, B, xa, xb, noise, part)[:4]
 
     def _reverse_norms(self) -> contextlib.AbstractContextManager[None]:
         """Batch norm as the reverse cycle uses it: running averages left alone (and used, with "running")."""
@@ -232,7 +238,8 @@ class CycleVAE(Method):
         with torch.no_grad():
             if self.fast:
                 mu, logvar, s = m.encode(torch.cat([xa, xb]))  # (2B, class_dim), detached
-                z = reparameterize(mu[:B], logvar[:B], noise) if posterior else noise
+                mu_a = mu[:B]  # (B, style_dim): what a posterior z was drawn around
+                z = reparameterize(mu_a, logvar[:B], noise) if posterior else noise
             else:
                 mu_a, logvar_a, s_a = m.encode(xa)
                 s_b = m.encode(xb)[2]
@@ -261,9 +268,12 @@ class CycleVAE(Method):
         # Paper Eq. (3): L1 between the two re-encoded z means, weighted 10 (reference run).
         l1 = reverse_cycle_l1(mu[:B], mu[B:])
         loss = weight * l1
-        id_l1 = torch.zeros((), device=l1.device)
+        id_l1 = anchor_l1 = torch.zeros((), device=l1.device)
+        if t.reverse_anchor_coef > 0 and (part != "decoder" or t.reverse_updates == "all"):
+            anchor_l1 = reverse_cycle_l1(mu, torch.cat([mu_a, mu_a]))  # both images back to a's z mean
+            loss = loss + t.reverse_anchor_coef * anchor_l1
         if t.reverse_identity_coef > 0 and part != "encoder":
             s_hat = (judged if judged is not None else judge(x_gen))[2]
             id_l1 = F.l1_loss(s_hat.float(), s.float())  # s_hat: (2B, class_dim)
             loss = loss + t.reverse_identity_coef * id_l1
-        return loss, l1.detach(), id_l1.detach(), x_gen
+        return loss, l1.detach(), id_l1.detach(), anchor_l1.detach(), x_gen
