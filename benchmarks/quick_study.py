@@ -28,9 +28,13 @@ import time
 from pathlib import Path
 
 PRESET = "quick-v1"
-# name -> --set overrides on the first quick preset (`--preset quick-v1`, `runs/quick-v5`; `quick` up to the
-# thirteenth round, so each row reruns as it ran; max_steps comes from the budget). "running": the reverse cycle normalises with
-# batch norm's running statistics (the network users get) instead of the batch's.
+# The lr decay at this fraction of each variant's steps (the first preset: step 8,343 of 10,029), and the
+# training budget in CPU seconds of the rounds since the twelfth.
+DECAY_AT = 8343 / 10029
+ROUND_BUDGET_S = 610
+# name -> --set overrides on the first quick preset (`--preset quick-v1`, `runs/quick-v5`; `quick` up to
+# the thirteenth round, so each row reruns as it ran; max_steps comes from the budget). "running": the
+# reverse cycle normalises with batch norm's running statistics (the network users get), not the batch's.
 R = ["train.reverse_norm_stats=running"]
 POST = ["train.reverse_z=posterior"]
 COS = ["train.lr_schedule=cosine"]
@@ -306,7 +310,7 @@ def main() -> None:
     r.add_argument("--phase2-min-s", type=float, default=240.0, help="start the seed-1 finalists only with this much left")
     r.add_argument("--adapt-at", type=float, default=0.0, help="seconds after which to drop what cannot finish")
     r.add_argument("--eval-s", type=float, default=90.0, help="time an evaluation needs, for --adapt-at")
-    r.add_argument("--decay-at", type=float, default=8343 / 10029,
+    r.add_argument("--decay-at", type=float, default=DECAY_AT,
                    help="the lr decay at this fraction of each variant's steps (the preset's run: step 8,343 of "
                         "10,029); 0: at the preset's epoch 3 whatever the steps (rounds one to eleven)")
     r.add_argument("--out", required=True)

@@ -231,16 +231,13 @@ def test_every_study_variant_is_a_valid_config_with_a_cost():
     study = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(study)
     times = json.loads((root / "docs" / "quick-study-cpu-times.json").read_text())["s_per_step"]
-    decay_at = 8343 / 10029  # quick_study.py run's default --decay-at
+    configs = {}
     for name, sets in study.VARIANTS.items():
-        steps = int(610 / times[name])  # the budget of the rounds since the twelfth
-        cfg = build_config(study.PRESET, overrides=[*sets, *study.decay_sets(sets, steps, decay_at),
-                                                    f"train.max_steps={steps}"])
-        assert cfg.train.max_steps == steps, name
-    sets = study.VARIANTS["bigdec-kl2-revdec"]
-    steps = int(610 / times["bigdec-kl2-revdec"])
-    assert build_config(study.PRESET, overrides=[*sets, *study.decay_sets(sets, steps, decay_at),
-                                                 f"train.max_steps={steps}"]) == build_config("quick")
+        steps = int(study.ROUND_BUDGET_S / times[name])
+        configs[name] = build_config(study.PRESET, overrides=[
+            *sets, *study.decay_sets(sets, steps, study.DECAY_AT), f"train.max_steps={steps}"])
+        assert configs[name].train.max_steps == steps, name
+    assert configs["bigdec-kl2-revdec"] == build_config("quick")
 
 
 def test_quick_presets_of_the_baselines():

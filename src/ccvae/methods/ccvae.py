@@ -269,7 +269,7 @@ class CycleVAE(Method):
         l1 = reverse_cycle_l1(mu[:B], mu[B:])
         loss = weight * l1
         id_l1 = anchor_l1 = torch.zeros((), device=l1.device)
-        if t.reverse_anchor_coef > 0 and (part != "decoder" or t.reverse_updates == "all"):
+        if t.reverse_anchor_coef > 0:  # never in the joint call (part="decoder"): the config rules it out
             anchor_l1 = reverse_cycle_l1(mu, torch.cat([mu_a, mu_a]))  # both images back to a's z mean
             loss = loss + t.reverse_anchor_coef * anchor_l1
         if t.reverse_identity_coef > 0 and part != "encoder":
