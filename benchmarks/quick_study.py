@@ -32,6 +32,8 @@ PRESET = "quick-v1"
 # training budget in CPU seconds of the rounds since the twelfth.
 DECAY_AT = 8343 / 10029
 ROUND_BUDGET_S = 610
+# The sixteenth round's larger budget (12,000 steps of bigdec2-kl2-revdec), which `--preset quick-sharp` trains.
+SHARP_BUDGET_S = 1447.8
 # name -> --set overrides on the first quick preset (`--preset quick-v1`, `runs/quick-v5`; `quick` up to
 # the thirteenth round, so each row reruns as it ran; max_steps comes from the budget). "running": the
 # reverse cycle normalises with batch norm's running statistics (the network users get), not the batch's.
@@ -39,6 +41,7 @@ R = ["train.reverse_norm_stats=running"]
 POST = ["train.reverse_z=posterior"]
 COS = ["train.lr_schedule=cosine"]
 BIGDEC = ["model.dec_channels=[128,64,32,16]", "model.dec_hidden=512"]
+BIGDEC2 = ["model.dec_channels=[256,128,64,32]", "model.dec_hidden=1024"]
 FILM_KL1 = ["model.dec_film=true", "train.kl_coef=1.0"]
 JOINT = ["train.reverse_decoder_step=forward"]
 # In order of priority: when a machine cannot fit them all (``--adapt-at``), the last ones are dropped.
@@ -106,6 +109,9 @@ VARIANTS: dict[str, list[str]] = {
     # one), and with KL 1.5 between KL 1's pose (and its identity trace) and KL 2's.
     "bigdec-kl2-revdec-cos": BIGDEC + COS + ["train.kl_coef=2.0", "train.reverse_updates=all"],
     "bigdec-kl1.5-revdec-cos": BIGDEC + COS + ["train.kl_coef=1.5", "train.reverse_updates=all"],
+    # Sixteenth round: the preset with a decoder twice as wide again (256-128-64-32 channels, 1,024 hidden), at a
+    # larger budget (SHARP_BUDGET_S: 12,000 steps); train.epochs=10 so the budget, not quick-v1's 4 epochs, ends it.
+    "bigdec2-kl2-revdec": BIGDEC2 + ["train.kl_coef=2.0", "train.reverse_updates=all", "train.epochs=10"],
 }
 
 

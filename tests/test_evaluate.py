@@ -252,6 +252,12 @@ def test_learning_curve_scores_every_kept_checkpoint(tmp_path, data):
     assert [r["step"] for r in rows] == [267, 280]
     assert all(0 <= r["identity_heldout_s"] <= 1 and r["swap_psnr"] > 0 and r["wall_s"] > 0 for r in rows)
     assert (run / "eval" / "learning_curve.png").is_file()
+    # Every stage's seconds are kept, the learning curve's among them, and they account for the evaluation's time.
+    st = m["eval_stage_s"]
+    assert list(st) == ["encoding", "identity_all", "identity_heldout", "pose", "predictors", "swap",
+                        "disentanglement", "figures", "learning_curve"]
+    assert all(v >= 0 for v in st.values()) and st["learning_curve"] > 0
+    assert 0.9 * m["eval_wall_s"] - 0.5 <= sum(st.values()) <= m["eval_wall_s"] + 0.5
 
 
 def test_report_opens_with_grid_and_headline_numbers(run):

@@ -221,7 +221,8 @@ def test_method_config_errors(override, needle):
 
 def test_every_study_variant_is_a_valid_config_with_a_cost():
     """Each row of ``benchmarks/quick_study.py`` builds (a typo in an override would otherwise surface 30 minutes into
-    a study run) and has its CPU step time; the thirteenth round's winner at its budget is today's quick preset."""
+    a study run) and has its CPU step time; the thirteenth round's winner at its budget is today's quick preset, the
+    sixteenth round's row at its budget quick-sharp."""
     import importlib.util
     import json
     from pathlib import Path
@@ -238,6 +239,12 @@ def test_every_study_variant_is_a_valid_config_with_a_cost():
             *sets, *study.decay_sets(sets, steps, study.DECAY_AT), f"train.max_steps={steps}"])
         assert configs[name].train.max_steps == steps, name
     assert configs["bigdec-kl2-revdec"] == build_config("quick")
+    # The sixteenth round's row at its own budget is quick-sharp (which caps the epochs at 5, after its 12,000 steps).
+    sets = study.VARIANTS["bigdec2-kl2-revdec"]
+    steps = int(study.SHARP_BUDGET_S / times["bigdec2-kl2-revdec"])
+    assert steps == 12_000
+    assert build_config(study.PRESET, overrides=[*sets, *study.decay_sets(sets, steps, study.DECAY_AT),
+                                                 f"train.max_steps={steps}", "train.epochs=5"]) == build_config("quick-sharp")
 
 
 def test_quick_presets_of_the_baselines():

@@ -177,7 +177,9 @@ def _page(run_dir: Path, eval_dir: Path, m: dict, cfg: dict) -> str:
     facts = [["training steps", run.get("steps")], ["parameters", run.get("parameters")],
              ["precision", run.get("precision")],
              ["training wall time", "-" if train_s is None else f"{train_s:.0f} s ({train_s / 60:.1f} min)"],
-             ["evaluation wall time", f"{m.get('eval_wall_s', 0):.0f} s"], ["device", cfg.get("device")],
+             ["evaluation wall time", f"{m.get('eval_wall_s', 0):.0f} s"
+              + "".join(f"; {k.replace('_', ' ')} {v:.0f} s" for k, v in m.get("eval_stage_s", {}).items())],
+             ["device", cfg.get("device")],
              ["data", m["data"]["path"]]]
     figs = []
     for name, caption in FIGURES[1:]:  # the style grid opens the page

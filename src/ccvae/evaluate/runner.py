@@ -89,14 +89,36 @@ def classifier_task(enc: Encodings, labels: torch.Tensor, train_mask: torch.Tens
     return out, {"curves": curves, "fitted": fitted}
 
 
+class _Stages:
+    """Logs each stage's start with the seconds elapsed, and keeps the seconds each stage took (metrics.json's
+    ``eval_stage_s``: where a machine spends the evaluation, without rerunning it unquiet)."""
+
+    def __init__(self, log) -> None:
+        self._log, self.t0 = log, time.perf_counter()
+        self.seconds: dict[str, float] = {}
+        self._open: str | None = None
+        self._since = self.t0
+
+    def log(self, msg: str) -> None:
+        self._log(f"[{time.perf_counter() - self.t0:6.1f} s] {msg}")
+
+    def start(self, name: str, msg: str | None = None) -> None:
+        self.stop()
+        self._open, self._since = name, time.perf_counter()
+        self.log(msg or name)
+
+    def stop(self) -> None:
+        if self._open is not None:
+            self.seconds[self._open] = round(time.perf_counter() - self._since, 1)
+            self._open = None
+
+
 def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSettings | None = None,
                  device: str | torch.device = "cpu", log=print) -> dict:
     """Run every experiment on a trained run; write ``eval/`` atomically (a temp folder, then a rename)."""
     settings = settings or EvalSettings()
     run_dir = Path(run_dir)
-    t0 = time.perf_counter()
-    _log = log
-    log = lambda msg: _log(f"[{time.perf_counter() - t0:6.1f} s] {msg}")  # noqa: E731
+    stages = _Stages(log)
     if not (run_dir / "checkpoints" / "last.pt").is_file():
         raise UserError(f"{run_dir}: no checkpoints/last.pt; train the run first (ccvae train --out {run_dir})")
     ensure_writable(run_dir, "run folder")  # before the minutes of probes, not after
@@ -116,7 +138,7 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSetti
     model = model.to(device).eval()
     torch.manual_seed(settings.seed)
 
-    log(f"encoding {data.n_images('all'):,} images")
+    stages.start("encoding", f"encoding {data.n_images('all'):,} images")
     all_rows = data.rows("all").cpu()
     enc_all = encode_rows(model, data, all_rows, settings.batch_size)
     test_pos = data.rows("test").cpu()
@@ -130,14 +152,14 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSetti
     curves: dict = {}
 
     # 1. Latent classifiers.
-    log("classifiers: identity_all")
+    stages.start("identity_all", "classifiers: identity_all")
     mask = _pose_split(R, P, settings.train_share, g)
     labels = torch.arange(R)[:, None].expand(R, P)
     metrics["classifiers"]["identity_all"], extra = classifier_task(enc_all, labels, mask, R, settings, settings.seed)
     curves["identity_all"] = extra["curves"]
     s_classifier = extra["fitted"]["s"]
 
-    log("classifiers: identity_heldout")
+    stages.start("identity_heldout", "classifiers: identity_heldout")
     Rt = len(test_pos)
     mask = _pose_split(Rt, P, settings.train_share, g)
     labels = torch.arange(Rt)[:, None].expand(Rt, P)
@@ -145,7 +167,7 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSetti
                                                                         settings.seed + 1)
     curves["identity_heldout"] = extra["curves"]
 
-    log("classifiers: pose")
+    stages.start("pose", "classifiers: pose")
     n_train_chars = min(Rt - 1, max(1, int(round(settings.train_share * Rt))))
     char_perm = torch.randperm(Rt, generator=g)
     mask = torch.zeros(Rt, P, dtype=torch.bool)
@@ -156,7 +178,7 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSetti
     metrics["classifiers"]["pose"]["train_characters"] = n_train_chars
 
     # 2. Predictors s -> z and z -> s: train on training characters, validate on test characters.
-    log("predictors")
+    stages.start("predictors")
     tmp = Path(tempfile.mkdtemp(prefix=".eval-", dir=run_dir))
     try:
         pred_curves = {}
@@ -191,11 +213,11 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSetti
                                                                  settings.batch_size)
 
         # 3. Ground-truth swaps among test characters.
-        log("swap metrics")
+        stages.start("swap", "swap metrics")
         metrics["swap"] = swap_metrics(model, data, enc_test, settings.n_swaps, settings.seed + 5, settings.batch_size)
 
         # 4. Standard disentanglement metrics and the partition table on the ground-truth factors.
-        log("disentanglement metrics")
+        stages.start("disentanglement", "disentanglement metrics")
         fac, names = factors_of(data, enc_test.rows.numpy())
         flat = lambda t: t.flatten(0, 1).numpy().T  # noqa: E731  (R, P, d) -> (d, R * P)
         dis = disentanglement_metrics(flat(enc_test.s), flat(enc_test.z_sample(settings.seed + 1000)),
@@ -204,7 +226,7 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSetti
         _disentanglement_figures(dis, settings.disentanglement, enc_test, model, metrics["latents"], tmp)
 
         # 5. Figures.
-        log("figures")
+        stages.start("figures")
         figs = _image_figures(model, data, enc_test, settings, tmp)
         figures.plot_classifier_curves(curves, tmp / "classifier_curves.png")
         figures.plot_predictor_curves(pred_curves, tmp / "predictor_curves.png")
@@ -217,7 +239,8 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSetti
         if settings.checkpoints:
             curve_settings = CurveSettings(settings.curve_probe, seed=settings.seed,
                                            batch_size=settings.batch_size, train_share=settings.train_share)
-            rows = learning_curve(run_dir, cfg, data, device, curve_settings, log)
+            stages.start("learning_curve", "learning curve")
+            rows = learning_curve(run_dir, cfg, data, device, curve_settings, stages.log)
             metrics["learning_curve"] = rows
             figures.plot_learning_curve(rows, tmp / "learning_curve.png")
         metrics["figures"] = sorted(p.name for p in tmp.glob("*.png"))
@@ -226,7 +249,9 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSetti
         metrics["data"] = {"path": str(data_path), **fp}
         metrics["run"] = {"steps": meta.get("total_steps"), "train_wall_s": last_metric(run_dir / "metrics.csv", "wall_s"),
                           "parameters": meta.get("parameters"), "precision": meta.get("precision")}
-        metrics["eval_wall_s"] = round(time.perf_counter() - t0, 1)
+        stages.stop()
+        metrics["eval_wall_s"] = round(time.perf_counter() - stages.t0, 1)
+        metrics["eval_stage_s"] = stages.seconds
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "curves.json", {"classifiers": curves, "predictors": pred_curves})
         final = run_dir / "eval"
