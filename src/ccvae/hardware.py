@@ -93,3 +93,12 @@ def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return info, device
+
+
+def shutdown_distributed() -> None:
+    """Leave the process group, if one was joined. Without it a rank can abort at exit (SIGABRT, "terminate called
+    without an active exception"): gloo's worker threads outlive the interpreter's teardown (pytorch PR 179291)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

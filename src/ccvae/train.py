@@ -33,7 +33,13 @@ from ccvae.config import Config, TrainConfig
 from ccvae.data.dataset import SpritesDataset
 from ccvae.errors import UserError
 from ccvae.fileio import DirLock, atomic_path, ensure_writable, write_json
-from ccvae.hardware import DistInfo, init_distributed, resolve_precision, seed_everything
+from ccvae.hardware import (
+    DistInfo,
+    init_distributed,
+    resolve_precision,
+    seed_everything,
+    shutdown_distributed,
+)
 from ccvae.methods import METHODS, Method, StepContext, build_method
 from ccvae.model import CCVAE
 
@@ -540,6 +546,8 @@ def train(cfg: Config, data_path: Path, run_dir: Path, device_name: str = "auto"
     finally:
         if lock is not None:
             lock.release()
+        if dist.enabled:
+            shutdown_distributed()
 
 
 def read_metrics(path: Path, warn=None) -> list[dict]:
