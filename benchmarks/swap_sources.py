@@ -15,17 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
 import torch
 
 from ccvae.checkpoint import load_run
 from ccvae.data.dataset import SpritesDataset
-from ccvae.evaluate.disentanglement import HURT_CELL
+from ccvae.evaluate.disentanglement import ACTION_NAMES, actions_of
 from ccvae.evaluate.encode import encode_rows
 from ccvae.evaluate.runner import EvalSettings
-from ccvae.evaluate.swap import per_image_mse, psnr
-
-ACTIONS = ("spellcast", "thrust", "walk", "slash", "shoot", "hurt")
+from ccvae.evaluate.swap import draw_swaps, per_image_mse, psnr
 
 
 def main() -> None:
@@ -40,12 +37,8 @@ def main() -> None:
     enc = encode_rows(model, data, data.rows("test").cpu(), 512)
     R, P = enc.z.shape[:2]
     # The evaluation's draw (swap_metrics with EvalSettings' seed + 5), so the first row equals metrics.json's swap.
-    g = torch.Generator().manual_seed(EvalSettings().seed + 5)
     n = args.n_swaps
-    a = torch.randint(R, (n,), generator=g)
-    b = (a + torch.randint(1, R, (n,), generator=g)) % R
-    k = torch.randint(P, (n,), generator=g)
-    k_other = (k + torch.randint(1, P, (n,), generator=g)) % P
+    a, b, k, k_other = draw_swaps(R, P, n, EvalSettings().seed + 5)
 
     def mse(z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:  # (n,) per swap, against A in pose k
         return per_image_mse(model, data, z, s, enc.rows[a], k, 512)
@@ -55,14 +48,13 @@ def main() -> None:
     sources = {"s of A in another pose (the evaluation's swap)": swap,
                "s of A in pose k (the target image itself)": mse(enc.z[b, k], enc.s[a, k]),
                "s of A averaged over its 178 poses": mse(enc.z[b, k], enc.s.mean(1)[a])}
-    anim = torch.as_tensor(data.animation.astype(np.int64))
-    action = torch.where(anim == HURT_CELL, 5, anim // 4)[k]  # (n,)
+    action = torch.as_tensor(actions_of(data))[k]  # (n,)
     print("| swap with z of B in pose k and ... | PSNR dB |\n|---|---|")
     for name, err in sources.items():
         print(f"| {name} | {psnr(err.mean().item()):.2f} |")
     print("\n| action of pose k | swaps | swap dB | same character dB | gap dB |\n|---|---|---|---|---|")
     per_action = {}
-    for i, name in enumerate(ACTIONS):
+    for i, name in enumerate(ACTION_NAMES):
         m = action == i
         if not m.any():
             continue

@@ -20,6 +20,7 @@ from ccvae.data.dataset import SpritesDataset
 ATTRIBUTE_NAMES = tuple(f"attribute_{i}" for i in range(7))
 POSE_FACTORS = ("action", "direction", "frame")
 HURT_CELL = 20  # the 21st animation cell, hurt, faces down only
+ACTION_NAMES = ("spellcast", "thrust", "walk", "slash", "shoot", "hurt")  # the values of the action factor
 
 
 @dataclass
@@ -42,6 +43,12 @@ def factor_names() -> list[str]:
     return [*ATTRIBUTE_NAMES, *POSE_FACTORS]
 
 
+def actions_of(data: SpritesDataset) -> np.ndarray:
+    """(P,) action of every pose, an index into ``ACTION_NAMES`` (four directions of an action share it)."""
+    anim = data.animation.astype(np.int64)
+    return np.where(anim == HURT_CELL, ACTION_NAMES.index("hurt"), anim // 4)
+
+
 def factors_of(data: SpritesDataset, rows: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """(num_factors, R * P) integer factors of every pose of the characters ``rows``, in row-major
     (character, pose) order, and their names."""
@@ -49,7 +56,7 @@ def factors_of(data: SpritesDataset, rows: np.ndarray) -> tuple[np.ndarray, list
         raise ValueError("the dataset lacks attributes, animation or frame arrays")
     P = data.n_poses
     anim = data.animation.astype(np.int64)
-    action = np.where(anim == HURT_CELL, 5, anim // 4)
+    action = actions_of(data)
     direction = np.where(anim == HURT_CELL, 2, anim % 4)
     pose = np.stack([action, direction, data.frame.astype(np.int64)])  # (3, P)
     attrs = data.attributes[rows].astype(np.int64)  # (R, 7)

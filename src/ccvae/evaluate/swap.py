@@ -28,16 +28,23 @@ def per_image_mse(model: CCVAE, data: SpritesDataset, z: torch.Tensor, s: torch.
     return torch.cat(out)
 
 
-def swap_metrics(model: CCVAE, data: SpritesDataset, enc: Encodings, n_swaps: int, seed: int,
-                 batch_size: int = 512) -> dict:
-    """MSE / PSNR of ``n_swaps`` random ground-truth swaps among ``enc``'s characters, and of plain
-    reconstruction of all their images. PSNR is computed from the mean MSE."""
+def draw_swaps(R: int, P: int, n_swaps: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """(a, b, k, k_other), each (n_swaps,): target character A, z's character B != A, pose k, and the other pose
+    k' != k that A's s comes from."""
     g = torch.Generator().manual_seed(seed)
-    R, P = enc.z.shape[:2]
     a = torch.randint(R, (n_swaps,), generator=g)
     b = (a + torch.randint(1, R, (n_swaps,), generator=g)) % R  # B != A
     k = torch.randint(P, (n_swaps,), generator=g)
     k_other = (k + torch.randint(1, P, (n_swaps,), generator=g)) % P  # A's s comes from another pose
+    return a, b, k, k_other
+
+
+def swap_metrics(model: CCVAE, data: SpritesDataset, enc: Encodings, n_swaps: int, seed: int,
+                 batch_size: int = 512) -> dict:
+    """MSE / PSNR of ``n_swaps`` random ground-truth swaps among ``enc``'s characters, and of plain
+    reconstruction of all their images. PSNR is computed from the mean MSE."""
+    R, P = enc.z.shape[:2]
+    a, b, k, k_other = draw_swaps(R, P, n_swaps, seed)
     swap = per_image_mse(model, data, enc.z[b, k], enc.s[a, k_other], enc.rows[a], k, batch_size)
     # Plain reconstruction of every image of these characters: decode(z_mu, s) of the same image.
     rr = enc.rows.repeat_interleave(P)
