@@ -194,6 +194,20 @@ def test_leakage_probes_see_what_sampling_passes_on(active):
     assert stats["active_units"] == (6 if active else 2)
 
 
+def test_probe_splits_are_seeded_and_hold_out_what_each_task_needs():
+    from ccvae.evaluate.runner import probe_splits
+
+    sp = probe_splits(30, 10, 178, 0.8, seed=3)
+    assert sp.identity_all.shape == (30, 178) and sp.identity_heldout.shape == sp.pose.shape == (10, 178)
+    # Identity: 80 % of every character's poses train, the rest of that character's poses are scored.
+    assert (sp.identity_all.sum(1) == 142).all() and (sp.identity_heldout.sum(1) == 142).all()
+    # Pose: whole characters train (every pose of 8 of 10), the other 2 characters are scored.
+    assert set(sp.pose.sum(1).tolist()) == {0, 178} and int(sp.pose[:, 0].sum()) == 8
+    again, other = probe_splits(30, 10, 178, 0.8, seed=3), probe_splits(30, 10, 178, 0.8, seed=4)
+    assert all(torch.equal(a, b) for a, b in zip(vars(sp).values(), vars(again).values(), strict=True))
+    assert not torch.equal(sp.identity_all, other.identity_all)
+
+
 def test_active_units_exact():
     from ccvae.evaluate.latents import latent_stats
 

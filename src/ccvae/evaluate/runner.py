@@ -1,7 +1,7 @@
 """``ccvae evaluate RUN_DIR``: every experiment, written to ``RUN_DIR/eval/`` (metrics.json + figures).
 
-Encodings come from the model in eval mode. z is probed three ways (``Z_PROBES``); the headline is
-a posterior sample, what the decoder is fed. Figures, swaps and predictors use z = z_mu. Every
+Encodings come from the model in eval mode. z is probed three ways; the headline is
+a posterior sample, what the decoder is fed (``LATENT_PROBES``). Figures, swaps and predictors use z = z_mu. Every
 random choice is seeded, so evaluating a run twice gives the same numbers.
 """
 
@@ -57,6 +57,26 @@ def _pose_split(n_chars: int, n_poses: int, share: float, g: torch.Generator) ->
     train = torch.zeros(n_chars, n_poses, dtype=torch.bool)
     train.scatter_(1, ranks[:, :n_train], True)
     return train
+
+
+@dataclass(frozen=True)
+class ProbeSplits:
+    """Training masks of the three classifier tasks (True: the probe trains on that image)."""
+
+    identity_all: torch.Tensor  # (R, P): a share of every character's poses
+    identity_heldout: torch.Tensor  # (Rt, P): the same among the test characters
+    pose: torch.Tensor  # (Rt, P): all poses of a share of the test characters; the rest are scored
+
+
+def probe_splits(n_all: int, n_test: int, n_poses: int, share: float, seed: int) -> ProbeSplits:
+    """The evaluation's splits, drawn in one seeded sequence (so a benchmark can probe other inputs on them)."""
+    g = torch.Generator().manual_seed(seed)
+    identity_all = _pose_split(n_all, n_poses, share, g)
+    identity_heldout = _pose_split(n_test, n_poses, share, g)
+    n_train_chars = min(n_test - 1, max(1, int(round(share * n_test))))
+    pose = torch.zeros(n_test, n_poses, dtype=torch.bool)
+    pose[torch.randperm(n_test, generator=g)[:n_train_chars]] = True
+    return ProbeSplits(identity_all, identity_heldout, pose)
 
 
 # What each probe reads, and whether its inputs are standardised per dimension.
@@ -146,36 +166,31 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSetti
     train_pos = data.rows("train").cpu()
     enc_train = enc_all.select(train_pos)
     R, P = enc_all.z.shape[:2]
-    g = torch.Generator().manual_seed(settings.seed)
+    Rt = len(test_pos)
+    splits = probe_splits(R, Rt, P, settings.train_share, settings.seed)
     metrics: dict = {"latents": latent_stats(enc_test.z.flatten(0, 1), enc_test.z_logvar.flatten(0, 1)),
                      "classifiers": {}, "predictors": {}}
     curves: dict = {}
 
     # 1. Latent classifiers.
     stages.start("identity_all", "classifiers: identity_all")
-    mask = _pose_split(R, P, settings.train_share, g)
     labels = torch.arange(R)[:, None].expand(R, P)
-    metrics["classifiers"]["identity_all"], extra = classifier_task(enc_all, labels, mask, R, settings, settings.seed)
+    metrics["classifiers"]["identity_all"], extra = classifier_task(enc_all, labels, splits.identity_all, R, settings,
+                                                                    settings.seed)
     curves["identity_all"] = extra["curves"]
     s_classifier = extra["fitted"]["s"]
 
     stages.start("identity_heldout", "classifiers: identity_heldout")
-    Rt = len(test_pos)
-    mask = _pose_split(Rt, P, settings.train_share, g)
     labels = torch.arange(Rt)[:, None].expand(Rt, P)
-    metrics["classifiers"]["identity_heldout"], extra = classifier_task(enc_test, labels, mask, Rt, settings,
-                                                                        settings.seed + 1)
+    metrics["classifiers"]["identity_heldout"], extra = classifier_task(enc_test, labels, splits.identity_heldout, Rt,
+                                                                        settings, settings.seed + 1)
     curves["identity_heldout"] = extra["curves"]
 
     stages.start("pose", "classifiers: pose")
-    n_train_chars = min(Rt - 1, max(1, int(round(settings.train_share * Rt))))
-    char_perm = torch.randperm(Rt, generator=g)
-    mask = torch.zeros(Rt, P, dtype=torch.bool)
-    mask[char_perm[:n_train_chars]] = True
     labels = torch.arange(P)[None, :].expand(Rt, P)
-    metrics["classifiers"]["pose"], extra = classifier_task(enc_test, labels, mask, P, settings, settings.seed + 2)
+    metrics["classifiers"]["pose"], extra = classifier_task(enc_test, labels, splits.pose, P, settings, settings.seed + 2)
     curves["pose"] = extra["curves"]
-    metrics["classifiers"]["pose"]["train_characters"] = n_train_chars
+    metrics["classifiers"]["pose"]["train_characters"] = int(splits.pose[:, 0].sum())
 
     # 2. Predictors s -> z and z -> s: train on training characters, validate on test characters.
     stages.start("predictors")
