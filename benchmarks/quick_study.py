@@ -125,10 +125,11 @@ def cmd_time(args: argparse.Namespace) -> None:
 
     from ccvae.config import build_config
     from ccvae.data.dataset import SpritesDataset
+    from ccvae.hardware import cpu_summary
     from ccvae.train import Trainer
 
     data = SpritesDataset.load(args.data)
-    out = {"cpu": _cpu_name(), "threads": torch.get_num_threads(), "steps": args.steps, "s_per_step": {}}
+    out = {"cpu": cpu_summary(), "threads": torch.get_num_threads(), "steps": args.steps, "s_per_step": {}}
     for name, sets in VARIANTS.items():
         cfg = build_config(PRESET, overrides=sets)
         trainer = Trainer(cfg, data, Path("/nonexistent"), torch.device("cpu"), quiet=True)
@@ -150,16 +151,6 @@ def median_step_s(trainer, steps: int, warmup: int = 3) -> float:
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def _launch(name: str, seed: int, steps: int, args: argparse.Namespace) -> subprocess.Popen:

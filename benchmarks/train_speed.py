@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import statistics
 import sys
@@ -27,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ccvae.config import build_config
 from ccvae.data import load_dataset, resolve_data_path
-from ccvae.hardware import resolve_device
+from ccvae.hardware import cpu_summary, resolve_device
 from ccvae.methods.ccvae import CycleVAE
 from ccvae.model import CCVAE
 from ccvae.train import Trainer
@@ -108,8 +106,7 @@ def main() -> None:
     cfg = build_config(args.preset, overrides=overrides, method=args.method)
     B = cfg.train.batch_size
     path = resolve_data_path(args.data)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, device {device}", file=sys.stderr)
+    print(f"machine: {cpu_summary()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, device {device}", file=sys.stderr)
 
     # --- ours: Trainer.train_step, as `ccvae train` runs it -------------------------------------
     data = load_dataset(path, device)

@@ -75,11 +75,14 @@ def test_epoch_checkpoints(tmp_path, capsys, tiny_npz):
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "epoch_1.pt")["step"] == 133
 
 
-def test_resume_equivalence(tmp_path, capsys, tiny_npz):
-    """Stopped after a checkpoint and resumed == uninterrupted, bit for bit, on CPU."""
-    code, _, err = train_cli(capsys, tiny_npz, tmp_path / "a", "--max-steps", "20")
+@pytest.mark.parametrize("memory_format", ["auto", "channels_last"])
+def test_resume_equivalence(tmp_path, capsys, tiny_npz, memory_format):
+    """Stopped after a checkpoint and resumed == uninterrupted, bit for bit, on CPU (channels_last: the
+    weights and Adam's state come back in NHWC from the checkpoint)."""
+    fmt = ["--set", f"train.memory_format={memory_format}"]
+    code, _, err = train_cli(capsys, tiny_npz, tmp_path / "a", "--max-steps", "20", *fmt)
     assert code == 0, err
-    code, _, err = train_cli(capsys, tiny_npz, tmp_path / "b", "--max-steps", "10")
+    code, _, err = train_cli(capsys, tiny_npz, tmp_path / "b", "--max-steps", "10", *fmt)
     assert code == 0, err
     # Simulate a run killed after logging past its checkpoint: those rows are redone, not duplicated.
     with open(tmp_path / "b" / "metrics.csv", "a") as f:
@@ -146,6 +149,8 @@ def test_bad_inputs(tmp_path, capsys, tiny_npz):
                             str(tmp_path / "x"))[::2], "model.foo")
     assert_clean_error(*train_cli(capsys, tiny_npz, tmp_path / "x", "--set", "train.lr=-1")[::2], "train.lr")
     assert_clean_error(*train_cli(capsys, tiny_npz, tmp_path / "x", "--set", "train.batch_size=1")[::2], "batch_size")
+    assert_clean_error(*train_cli(capsys, tiny_npz, tmp_path / "x", "--set", "train.memory_format=nhwc")[::2],
+                       "train.memory_format must be one of auto, channels_last, contiguous")
     assert_clean_error(*train_cli(capsys, tmp_path / "none.npz", tmp_path / "x")[::2], "none.npz")
     assert not (tmp_path / "x").exists()
     blocker = tmp_path / "file"
@@ -225,6 +230,66 @@ def test_lr_schedules_and_kl_warmup():
     s = build_config("quick", overrides=["train.lr_decay_steps=6100"]).train  # steps, not epochs
     assert lr_factor(s, 6099, 2781, 7_352) == 1.0 and lr_factor(s, 6100, 2781, 7_352) == 0.2
     assert abs(lr_factor(s, 12_200, 2781, 20_000) - 0.04) < 1e-12
+
+
+@pytest.mark.parametrize("method", ["ccvae", "mathieu"])
+def test_channels_last_is_the_same_maths(tmp_path, tiny_npz, method):
+    """train.memory_format changes the layout only: channels_last keeps 4-D weights (and Adam's state) in
+    NHWC, and three fp32 steps give the losses and weights of the contiguous layout. (mathieu: its
+    discriminator's GroupNorm in NHWC too.)"""
+    data = load_dataset(tiny_npz)
+    trainers = {}
+    for fmt in ("channels_last", "contiguous"):
+        cfg = build_config("smoke", overrides=[f"train.memory_format={fmt}", "train.precision=fp32"], method=method)
+        trainers[fmt] = Trainer(cfg, data, tmp_path / fmt, torch.device("cpu"), quiet=True)
+    assert [tr.memory_format for tr in trainers.values()] == ["channels_last", "contiguous"]
+    convs = [p for p in trainers["channels_last"].method.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in convs)
+    losses = {}
+    for fmt, tr in trainers.items():
+        order = tr.epoch_order(0)
+        B = tr.local_batch
+        losses[fmt] = torch.stack([tr.train_step(order[i * B:(i + 1) * B]) for i in range(3)])
+    # Convolutions in another layout sum in another order. Before any update that is all that differs: every term
+    # agrees closely. After updates, terms that are small differences (the reverse cycle's L1 between two
+    # near-equal z means, a KL near 0) magnify those last bits (up to 8 % by the third step on a Zen 4), while
+    # the reconstruction stays within 1e-6; a wrong layout would be off from the first step.
+    cl, c = losses["channels_last"], losses["contiguous"]
+    assert torch.allclose(cl[0], c[0], rtol=1e-3, atol=1e-7)
+    assert torch.allclose(cl[:, 0], c[:, 0], rtol=1e-4, atol=0)
+    adam = next(iter(trainers["channels_last"].optimizers.values()))
+    assert any(st["exp_avg"].dim() == 4 and st["exp_avg"].is_contiguous(memory_format=torch.channels_last)
+               and not st["exp_avg"].is_contiguous() for st in adam.state.values())
+    a, b = (tr.method.state_dict() for tr in trainers.values())
+    # Adam moves a weight by about lr per update whatever its gradient's size, so a weight whose true gradient is
+    # ~0 (a convolution's bias before batch norm) follows the sign of rounding noise: up to lr per optimiser a step.
+    bound = 3 * len(trainers["contiguous"].optimizers) * trainers["contiguous"].cfg.train.lr
+    for k in a:
+        if a[k].is_floating_point():
+            assert torch.allclose(a[k], b[k], rtol=0, atol=bound), k
+
+
+def test_auto_memory_format_follows_the_measurements(monkeypatch, tiny_npz, tmp_path):
+    """auto: NHWC only where benchmarks/memory_format.py measured it faster (a batch-norm network on a CPU,
+    in fp32 or with AMX); instance norm (GroupNorm), bf16 without AMX and CUDA stay contiguous."""
+    from ccvae import hardware
+    from ccvae.hardware import resolve_memory_format
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for amx in (False, True):
+        monkeypatch.setattr(hardware, "cpu_has_amx", lambda amx=amx: amx)
+        assert resolve_memory_format("auto", cpu, "fp32", has_instance_norm=False) == "channels_last"
+        assert resolve_memory_format("auto", cpu, "bf16", False) == ("channels_last" if amx else "contiguous")
+        assert resolve_memory_format("auto", cpu, "fp32", has_instance_norm=True) == "contiguous"
+        assert resolve_memory_format("auto", cuda, "fp32", False) == "contiguous"
+        assert resolve_memory_format("contiguous", cpu, "fp32", False) == "contiguous"
+        assert resolve_memory_format("channels_last", cpu, "bf16", True) == "channels_last"
+    # The Trainer asks with its own network: smoke has instance norm, the quick preset's network batch norm.
+    data = load_dataset(tiny_npz)
+    for norm, expected in (("instance", "contiguous"), ("batch", "channels_last")):
+        cfg = build_config("smoke", overrides=["train.precision=fp32", f"model.norm={norm}", f"model.dec_norm={norm}"])
+        assert Trainer(cfg, data, tmp_path / norm, cpu, quiet=True).memory_format == expected
+    assert build_config("quick").model.norm == build_config("quick").model.dec_norm == "batch"
 
 
 def test_reverse_options_train_and_resume_identically(tmp_path, capsys, tiny_npz):

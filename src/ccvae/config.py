@@ -26,6 +26,7 @@ REVERSE_UPDATES = ("encoder", "all")
 DECODER_STEPS = ("reverse", "forward")
 COMPILE_MODES = ("off", "default", "reduce-overhead")
 CAPTURE_MODES = ("off", "cuda-graph")
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 METHOD_NAMES = ("ccvae", "mathieu", "szabo", "mlvae")
 SECTIONS = ("model", "train", "method")
 
@@ -87,6 +88,12 @@ class TrainConfig:
     # "cuda-graph": the method's whole step (sampling, every loss, backward, every Adam update) captured once as
     # a CUDA graph and replayed (capture.py); CUDA only, one process. The eager path stays the default.
     capture: str = "off"
+    # Layout of the networks' image tensors. "channels_last" (NHWC): oneDNN's CPU convolutions work in it, so
+    # weights and activations skip a layout conversion around each convolution; but GroupNorm (instance norm) runs
+    # far slower in it. "auto" picks per run what measured faster (hardware.resolve_memory_format;
+    # benchmarks/README.md): channels_last for the batch-norm quick presets on a CPU in fp32 or with AMX, else
+    # "contiguous" (NCHW, the layout every run trained in before this option). The maths is the same.
+    memory_format: str = "auto"
 
 
 @dataclass
@@ -185,6 +192,7 @@ class Config:
             (t.threads >= 0, "train.threads must be >= 0"),
             (t.compile in COMPILE_MODES, f"train.compile must be one of {', '.join(COMPILE_MODES)}"),
             (t.capture in CAPTURE_MODES, f"train.capture must be one of {', '.join(CAPTURE_MODES)}"),
+            (t.memory_format in MEMORY_FORMATS, f"train.memory_format must be one of {', '.join(MEMORY_FORMATS)}"),
             (t.capture == "off" or t.compile == "off",
              "train.capture and train.compile are alternatives: set one of them to off"),
         ]

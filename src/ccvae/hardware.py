@@ -32,17 +32,48 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
 def cpu_has_native_bf16() -> bool:
     """True when the CPU has bf16 dot-product instructions (AVX512-BF16 or AMX), where bf16 pays off.
 
     On CPUs without them (AVX2 only) PyTorch emulates bf16 and a bf16 matmul is hundreds of times
     slower than float32, so ``auto`` precision stays in float32 there.
     """
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_has_amx() -> bool:
+    """True on CPUs with AMX (Intel Sapphire Rapids and later): there NHWC paid under bf16 too (resolve_memory_format)."""
+    return "amx_bf16" in _cpu_flags()
+
+
+def cpu_summary() -> str:
+    """The CPU as benchmarks name it: model name, family/model and its bf16 instructions (from /proc/cpuinfo).
+
+    Cloud CPUs often report a bare "AMD EPYC"; the family and model tell a Zen 4 (25/17) from a Zen 5 (26/...).
+    """
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
-    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
+        return "unknown CPU"
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    bf16 = [f for f in ("avx512_bf16", "amx_bf16") if f in flags] or ["no native bf16"]
+    return (f"{fields.get('model name', 'unknown CPU')} (family {fields.get('cpu family', '?')}, "
+            f"model {fields.get('model', '?')}; {', '.join(bf16)}), {os.cpu_count()} cores")
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
@@ -52,6 +83,21 @@ def resolve_precision(name: str, device: torch.device) -> str:
             return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
         return "bf16" if cpu_has_native_bf16() else "fp32"
     return name
+
+
+def resolve_memory_format(name: str, device: torch.device, precision: str, has_instance_norm: bool) -> str:
+    """``auto`` -> the layout measured faster for this step (benchmarks/memory_format.py, 2-core CPUs):
+
+    - contiguous with instance norm (GroupNorm): its NHWC kernels made a step 1.3-2.4x slower (Zen 4);
+    - contiguous under bf16 on a CPU without AMX: NHWC 3-8 % slower (Zen 4 with AVX512-BF16);
+    - channels_last otherwise on a CPU: fp32 7-13 % faster (Zen 4, AMX Xeon), bf16 with AMX 9-17 % faster;
+    - contiguous on CUDA, where it has not been measured.
+    """
+    if name != "auto":
+        return name
+    if device.type != "cpu" or has_instance_norm or (precision == "bf16" and not cpu_has_amx()):
+        return "contiguous"
+    return "channels_last"
 
 
 def autocast(device: torch.device, precision: str) -> AbstractContextManager:

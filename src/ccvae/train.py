@@ -36,6 +36,7 @@ from ccvae.fileio import DirLock, atomic_path, ensure_writable, write_json
 from ccvae.hardware import (
     DistInfo,
     init_distributed,
+    resolve_memory_format,
     resolve_precision,
     seed_everything,
     shutdown_distributed,
@@ -112,6 +113,11 @@ class Trainer:
         except ValueError as e:  # an architecture the image size does not allow
             raise UserError(f"invalid model config: {e}") from None
         self.method = build_method(cfg, self.model, fast=fast).to(device)
+        self.memory_format = resolve_memory_format(
+            t.memory_format, device, self.precision,
+            has_instance_norm=any(isinstance(m, nn.GroupNorm) for m in self.method.modules()))
+        if self.memory_format == "channels_last":  # 4-D weights only; before the optimisers, whose state follows
+            self.method.to(memory_format=torch.channels_last)
         self.step_module: nn.Module = self.method
         if self.dist.enabled:
             # Each mode uses part of the parameters (the ccvae reverse step: not the decoder, logvar and s heads).
@@ -264,7 +270,7 @@ class Trainer:
         main = self.dist.is_main
         logger = RunLogger(self.run_dir, metric_fields(self.method), enabled=main)
         logger.log(f"ccvae {__version__} | method {self.method.name} | device {self.device} | precision {self.precision} | "
-                   f"{self.dist.world_size} process(es) | {self.model.num_parameters():,} parameters | "
+                   f"{self.memory_format} | {self.dist.world_size} process(es) | {self.model.num_parameters():,} parameters | "
                    f"{self.steps_per_epoch} steps/epoch | {self.total_steps} steps | from step {self.step}")
         bar = tqdm(total=self.total_steps, initial=self.step, disable=self.quiet or not main,
                    unit="step", dynamic_ncols=True, file=sys.stderr)
@@ -533,7 +539,8 @@ def train(cfg: Config, data_path: Path, run_dir: Path, device_name: str = "auto"
             if state is not None:
                 truncate_metrics(run_dir / "metrics.csv", trainer.step)
             meta = {**cfg.to_dict(), "ccvae_version": __version__, "data": str(data_path),
-                    "device": str(device), "precision": trainer.precision, "world_size": dist.world_size,
+                    "device": str(device), "precision": trainer.precision,
+                    "memory_format": trainer.memory_format, "world_size": dist.world_size,
                     "parameters": trainer.model.num_parameters(), "steps_per_epoch": trainer.steps_per_epoch,
                     "total_steps": trainer.total_steps,
                     "data_fingerprint": data.fingerprint()}
