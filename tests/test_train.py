@@ -196,7 +196,9 @@ def test_bad_checkpoint_on_resume(tmp_path, capsys, tiny_npz, damage):
 @pytest.mark.parametrize("method,port,sets", [
     ("ccvae", 29517, []), ("mathieu", 29518, []),  # mathieu: a discriminator too
     # the decoder's reverse-cycle terms in the forward step: one "joint" call, then "reencode"
-    ("ccvae", 29519, ["train.reverse_identity_coef=0.5", "train.reverse_decoder_step=forward"])])
+    ("ccvae", 29519, ["train.reverse_identity_coef=0.5", "train.reverse_decoder_step=forward"]),
+    # NHWC weights and gradients through DDP's buckets (the quick presets' batch norm, where auto may pick it)
+    ("ccvae", 29520, ["train.memory_format=channels_last", "model.norm=batch", "model.dec_norm=batch"])])
 def test_ddp_two_processes(tmp_path, tiny_npz, method, port, sets):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
