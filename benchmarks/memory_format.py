@@ -18,10 +18,12 @@ import time
 
 import torch
 
-from ccvae.config import MEMORY_FORMATS, build_config
+from ccvae.config import build_config
 from ccvae.data import load_dataset, resolve_data_path
 from ccvae.hardware import cpu_summary
 from ccvae.train import Trainer
+
+FORMATS = ("contiguous", "channels_last")  # the two layouts; "auto" picks one of them
 
 
 def main() -> None:
@@ -38,7 +40,7 @@ def main() -> None:
     trainers: dict[tuple[str, str, str], Trainer] = {}
     for preset in args.presets.split(","):
         for precision in args.precisions.split(","):
-            for fmt in MEMORY_FORMATS:
+            for fmt in FORMATS:
                 cfg = build_config(preset, overrides=[*args.set, f"train.memory_format={fmt}",
                                                            f"train.precision={precision}"])
                 trainers[(preset, precision, fmt)] = Trainer(cfg, data, "/nonexistent", torch.device("cpu"), quiet=True)
@@ -62,7 +64,7 @@ def main() -> None:
     out = []
     for preset in args.presets.split(","):
         for precision in args.precisions.split(","):
-            c, cl = (statistics.median(times[(preset, precision, f)]) for f in ("contiguous", "channels_last"))
+            c, cl = (statistics.median(times[(preset, precision, f)]) for f in FORMATS)
             print(f"| {preset} | {precision} | {1000 * c:.1f} | {1000 * cl:.1f} | {cl / c:.3f} |")
             out.append({"preset": preset, "precision": precision, "contiguous_ms": 1000 * c,
                         "channels_last_ms": 1000 * cl, "ratio": cl / c})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 from contextlib import AbstractContextManager, nullcontext
@@ -32,15 +33,22 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _cpu_flags() -> set[str]:
+@functools.cache
+def _cpuinfo() -> dict[str, str]:
+    """The first CPU's fields in /proc/cpuinfo (model name, cpu family, model, flags...); empty where absent."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
+        return {}
+    fields: dict[str, str] = {}
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
-    return set()
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def _cpu_flags() -> set[str]:
+    return set(_cpuinfo().get("flags", "").split())
 
 
 def cpu_has_native_bf16() -> bool:
@@ -62,15 +70,10 @@ def cpu_summary() -> str:
 
     Cloud CPUs often report a bare "AMD EPYC"; the family and model tell a Zen 4 (25/17) from a Zen 5 (26/...).
     """
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
+    fields = _cpuinfo()
+    if not fields:
         return "unknown CPU"
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    flags = set(fields.get("flags", "").split())
+    flags = _cpu_flags()
     bf16 = [f for f in ("avx512_bf16", "amx_bf16") if f in flags] or ["no native bf16"]
     return (f"{fields.get('model name', 'unknown CPU')} (family {fields.get('cpu family', '?')}, "
             f"model {fields.get('model', '?')}; {', '.join(bf16)}), {os.cpu_count()} cores")
