@@ -112,6 +112,11 @@ VARIANTS: dict[str, list[str]] = {
     # Sixteenth round: the preset with a decoder twice as wide again (256-128-64-32 channels, 1,024 hidden), at a
     # larger budget (SHARP_BUDGET_S: 12,000 steps); train.epochs=10 so the budget, not quick-v1's 4 epochs, ends it.
     "bigdec2-kl2-revdec": BIGDEC2 + ["train.kl_coef=2.0", "train.reverse_updates=all", "train.epochs=10"],
+    # Seventeenth round: the preset with z of 8 dimensions (it keeps 5-7 active of 64) and a lower KL, so the nats
+    # a lower KL frees sharpen the pose dimensions instead of opening new ones for identity (KL 1 on 64: 2.4x chance).
+    "bigdec-kl1-revdec-z8": BIGDEC + ["train.kl_coef=1.0", "train.reverse_updates=all", "model.style_dim=8"],
+    "bigdec-kl0.5-revdec-z8": BIGDEC + ["train.kl_coef=0.5", "train.reverse_updates=all", "model.style_dim=8"],
+    "bigdec-kl2-revdec-z8": BIGDEC + ["train.kl_coef=2.0", "train.reverse_updates=all", "model.style_dim=8"],
 }
 
 

@@ -323,3 +323,28 @@ def test_swap_decomposition_tells_identity_in_z_from_pose():
     assert leaky["same_character_mse"] == 0 and leaky["reconstruction_mse"] == 0
     assert 0 < leaky["mean_pose_code_mse"] < leaky["swap_mse"]
     assert leaky["swap_psnr"] < leaky["mean_pose_code_psnr"] < leaky["same_character_psnr"] == float("inf")
+
+
+def test_attributes_from_z_benchmark(run, data):
+    """benchmarks/attributes_from_z.py: one row per attribute, scored on held-out characters only."""
+    import importlib.util
+
+    import numpy as np
+    import torch
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("attributes_from_z", root / "benchmarks" / "attributes_from_z.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ds = load_dataset(data)
+    attrs = torch.from_numpy(np.load(data)["attributes"].astype("int64"))
+    rows = mod.attribute_scores(str(run), ds, attrs, seed=0)
+    assert [r["attribute"] for r in rows] == list(range(7))
+    test_ids = np.load(data)["test_ids"].astype("int64")  # 8 test characters: 6 fit the probe, 2 score it
+    perm = torch.randperm(len(test_ids), generator=torch.Generator().manual_seed(0))
+    held_out = torch.as_tensor(test_ids)[perm[6:]]
+    for r in rows:
+        assert r["n_test_characters"] == 2
+        y = attrs[held_out, r["attribute"]]
+        assert math.isclose(r["majority"], torch.bincount(y).max().item() / len(y))
+        assert 0 <= r["s"] <= 1 and 0 <= r["z_sampled"] <= 1
