@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
 import torch
 
 from ccvae.checkpoint import load_run
@@ -24,8 +23,11 @@ from ccvae.evaluate.encode import encode_rows
 from ccvae.evaluate.probes import ProbeSettings, fit_classifier
 
 
-def attribute_scores(run: str, data: SpritesDataset, attrs: torch.Tensor, seed: int) -> list[dict]:
-    """Per attribute: majority share and test accuracy from s and from sampled z (30 held-out characters)."""
+def attribute_scores(run: str, data: SpritesDataset, seed: int) -> list[dict]:
+    """Per attribute (``data.attributes``): majority share and test accuracy from s and from sampled z (30 held-out
+    characters)."""
+    if data.attributes is None:
+        raise SystemExit(f"{data.source}: no 'attributes' array; this benchmark needs the packed sprites60.npz")
     model, _ = load_run(run)
     rows = data.rows("test").cpu()
     enc = encode_rows(model, data, rows, 512)
@@ -33,15 +35,15 @@ def attribute_scores(run: str, data: SpritesDataset, attrs: torch.Tensor, seed: 
     perm = torch.randperm(R, generator=torch.Generator().manual_seed(seed))
     n_train = round(0.7 * R)  # 70 of the 100 test characters
     tr, te = perm[:n_train], perm[n_train:]
-    ids = torch.as_tensor(data.character_ids[rows.numpy()].astype("int64"))
+    attrs = torch.from_numpy(data.attributes.astype("int64"))  # (N, 7), by dataset row
     sigma = torch.exp(0.5 * enc.z_logvar)
     z_test = enc.z_sample(seed + 1)[te].flatten(0, 1)
+    settings = ProbeSettings(max_epochs=15)
     out = []
     for a in range(attrs.shape[1]):
-        y = attrs[ids, a][:, None].expand(R, P)  # (R, P): constant within a character
+        y = attrs[rows, a][:, None].expand(R, P)  # (R, P): constant within a character
         n_classes = int(attrs[:, a].max()) + 1
         row = {"attribute": a, "n_test_characters": len(te), "majority": torch.bincount(y[te].flatten()).max().item() / y[te].numel()}
-        settings = ProbeSettings(max_epochs=15)
         row["s"] = fit_classifier(enc.s[tr].flatten(0, 1), y[tr].flatten(), enc.s[te].flatten(0, 1),
                                   y[te].flatten(), n_classes, settings, seed).test_acc
         row["z_sampled"] = fit_classifier(enc.z[tr].flatten(0, 1), y[tr].flatten(), z_test, y[te].flatten(),
@@ -57,11 +59,10 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     data = SpritesDataset.load(args.data)
-    attrs = torch.from_numpy(np.load(args.data)["attributes"].astype("int64"))  # (672, 7)
     results = {}
     print("| run | attribute | majority % | from s % | from sampled z % |\n|---|---|---|---|---|")
     for run in args.runs:
-        results[run] = attribute_scores(run, data, attrs, args.seed)
+        results[run] = attribute_scores(run, data, args.seed)
         for r in results[run]:
             print(f"| {run} | {r['attribute']} | {100 * r['majority']:.1f} | {100 * r['s']:.1f} | "
                   f"{100 * r['z_sampled']:.1f} |", flush=True)

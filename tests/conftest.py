@@ -71,3 +71,13 @@ window.addEventListener('load', () => {
                           probe.as_uri()], capture_output=True, text=True, timeout=120)
     found = [part.split('"')[1] for part in res.stdout.split("data-images=")[1:2]]
     return page_text.count("<img "), (found[0] if found else "")
+
+
+def load_benchmark(name: str):
+    """The module ``benchmarks/<name>.py`` (benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -327,18 +327,12 @@ def test_swap_decomposition_tells_identity_in_z_from_pose():
 
 def test_attributes_from_z_benchmark(run, data):
     """benchmarks/attributes_from_z.py: one row per attribute, scored on held-out characters only."""
-    import importlib.util
-
     import numpy as np
     import torch
+    from conftest import load_benchmark
 
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("attributes_from_z", root / "benchmarks" / "attributes_from_z.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    ds = load_dataset(data)
-    attrs = torch.from_numpy(np.load(data)["attributes"].astype("int64"))
-    rows = mod.attribute_scores(str(run), ds, attrs, seed=0)
+    rows = load_benchmark("attributes_from_z").attribute_scores(str(run), load_dataset(data), seed=0)
+    attrs = torch.from_numpy(np.load(data)["attributes"].astype("int64"))  # read here, not through the dataset
     assert [r["attribute"] for r in rows] == list(range(7))
     test_ids = np.load(data)["test_ids"].astype("int64")  # 8 test characters: 6 fit the probe, 2 score it
     perm = torch.randperm(len(test_ids), generator=torch.Generator().manual_seed(0))

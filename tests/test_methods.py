@@ -223,14 +223,13 @@ def test_every_study_variant_is_a_valid_config_with_a_cost():
     """Each row of ``benchmarks/quick_study.py`` builds (a typo in an override would otherwise surface 30 minutes into
     a study run) and has its CPU step time; the thirteenth round's winner at its budget is today's quick preset, the
     sixteenth round's row at its budget quick-sharp."""
-    import importlib.util
     import json
     from pathlib import Path
 
+    from conftest import load_benchmark
+
     root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("quick_study", root / "benchmarks" / "quick_study.py")
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = load_benchmark("quick_study")
     times = json.loads((root / "docs" / "quick-study-cpu-times.json").read_text())["s_per_step"]
     configs = {}
     for name, sets in study.VARIANTS.items():
