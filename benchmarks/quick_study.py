@@ -117,6 +117,19 @@ VARIANTS: dict[str, list[str]] = {
     "bigdec-kl1-revdec-z8": BIGDEC + ["train.kl_coef=1.0", "train.reverse_updates=all", "model.style_dim=8"],
     "bigdec-kl0.5-revdec-z8": BIGDEC + ["train.kl_coef=0.5", "train.reverse_updates=all", "model.style_dim=8"],
     "bigdec-kl2-revdec-z8": BIGDEC + ["train.kl_coef=2.0", "train.reverse_updates=all", "model.style_dim=8"],
+    # Eighteenth round: the preset with DRIT's cross-cycle (two characters swapped and swapped back must come back),
+    # a pixel target for the cross-character (z, s) pairs a swap decodes; on every pair of the batch, or on 16 of 32.
+    "bigdec-kl2-revdec-cc2": BIGDEC + ["train.kl_coef=2.0", "train.reverse_updates=all", "train.cross_cycle_coef=2.0"],
+    "bigdec-kl2-revdec-cc2-p16": BIGDEC + ["train.kl_coef=2.0", "train.reverse_updates=all",
+                                           "train.cross_cycle_coef=2.0", "train.cross_cycle_pairs=16"],
+    # ... and joining at step 4,500 only (the preset's reconstruction first, then the swap's pixel target), weight 2
+    # or 0.5 on 16 pairs.
+    "bigdec-kl2-revdec-cc2-p16-from4500": BIGDEC + ["train.kl_coef=2.0", "train.reverse_updates=all",
+                                                    "train.cross_cycle_coef=2.0", "train.cross_cycle_pairs=16",
+                                                    "train.cross_cycle_start=4500"],
+    "bigdec-kl2-revdec-cc0.5-p16-from4500": BIGDEC + ["train.kl_coef=2.0", "train.reverse_updates=all",
+                                                      "train.cross_cycle_coef=0.5", "train.cross_cycle_pairs=16",
+                                                      "train.cross_cycle_start=4500"],
 }
 
 

@@ -344,6 +344,16 @@ def test_reverse_anchor_needs_a_posterior_z():
         build_config("smoke", overrides=["train.reverse_anchor_coef=-1.0", "train.reverse_z=posterior"])
 
 
+def test_cross_cycle_config_errors():
+    with pytest.raises(UserError, match="train.cross_cycle_coef > 0 needs train.reverse_decoder_step=reverse"):
+        build_config("smoke", overrides=["train.cross_cycle_coef=1.0", "train.reverse_updates=all",
+                                         "train.reverse_decoder_step=forward"])
+    with pytest.raises(UserError, match="train coefficients must be >= 0"):
+        build_config("smoke", overrides=["train.cross_cycle_coef=-1.0"])
+    with pytest.raises(UserError, match=r"train.cross_cycle_pairs must be in \[0, train.batch_size\]"):
+        build_config("smoke", overrides=["train.cross_cycle_pairs=9"])
+
+
 def test_reverse_decoder_step_forward_needs_a_decoder_term():
     with pytest.raises(UserError, match="train.reverse_decoder_step=forward needs a decoder term"):
         build_config("smoke", overrides=["train.reverse_decoder_step=forward"])
@@ -354,7 +364,8 @@ def test_reverse_decoder_step_forward_needs_a_decoder_term():
 @pytest.mark.parametrize(("sets", "column"), [
     (["train.reverse_identity_coef=2.0", "train.reverse_decoder_step=reverse"], "reverse_identity"),
     (["train.reverse_identity_coef=2.0", "train.reverse_decoder_step=forward"], "reverse_identity"),
-    (["train.reverse_anchor_coef=5.0", "train.reverse_z=posterior", "train.reverse_updates=all"], "reverse_anchor")])
+    (["train.reverse_anchor_coef=5.0", "train.reverse_z=posterior", "train.reverse_updates=all"], "reverse_anchor"),
+    (["train.cross_cycle_coef=1.0"], "cross_cycle")])
 def test_optional_reverse_terms_are_logged_and_resume_exactly(tmp_path, capsys, tiny_npz, sets, column):
     import csv
     import math
@@ -379,3 +390,86 @@ def test_optional_reverse_terms_are_logged_and_resume_exactly(tmp_path, capsys, 
     b = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+def test_cross_cycle_trains_everything_and_matches_plain_path(norm):
+    """The cross-cycle (train.cross_cycle_coef) adds to the forward cycle's loss, reaches every parameter, leaves
+    batch norm's running averages as the forward cycle alone leaves them, and the fast path computes what the plain
+    path computes."""
+    sets = ["model.style_dim=6", f"model.norm={norm}", f"model.dec_norm={norm}", "train.cross_cycle_coef=2.0"]
+    cfg = build_config("smoke", overrides=sets)
+    g = torch.Generator().manual_seed(7)
+    x1, x2 = torch.rand(4, 3, 60, 60, generator=g), torch.rand(4, 3, 60, 60, generator=g)
+    eps = torch.randn(8, 6, generator=g)
+    out = {}
+    for fast in (True, False):
+        torch.manual_seed(0)
+        model = CCVAE(cfg.model)
+        losses = CycleVAE(model, cfg, fast=fast)
+        loss, recon, kl, cross = losses("cross", x1, x2, eps)
+        loss.backward()
+        out[fast] = (torch.stack([loss.detach(), recon, kl, cross]), {k: p.grad for k, p in model.named_parameters()},
+                     {k: v.clone() for k, v in model.state_dict().items() if "running" in k})
+        assert cross > 0 and torch.isfinite(cross)
+        torch.testing.assert_close(loss.detach(), 2.0 * recon + 3.0 * kl * losses.kl_scale + 2.0 * cross)
+        for k, grad in out[fast][1].items():
+            assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, k
+        # The forward cycle alone from the same weights: the same running averages (the cross-cycle's generated
+        # images do not move them), and the same reconstruction and KL.
+        torch.manual_seed(0)
+        ref = CycleVAE(CCVAE(cfg.model), cfg, fast=fast)
+        _, recon0, kl0 = ref("forward", x1, x2, eps)
+        assert torch.equal(recon, recon0) and torch.equal(kl, kl0)
+        for k, v in ref.model.state_dict().items():
+            if "running" in k:
+                assert torch.equal(v, out[fast][2][k]), k
+    if norm == "instance":  # batch norm over a half differs from batch norm over both halves, by design
+        torch.testing.assert_close(out[True][0], out[False][0], rtol=1e-5, atol=1e-8)
+        scale = max(v.abs().max() for v in out[False][1].values())
+        for k, grad in out[True][1].items():
+            torch.testing.assert_close(grad / scale, out[False][1][k] / scale, rtol=0, atol=1e-5, msg=k)
+
+
+@pytest.mark.parametrize(("pairs", "a", "b"), [(0, [0, 1, 2], [5, 3, 4]), (2, [0, 1], [5, 3])])
+def test_cross_cycle_pairs_each_image_with_another_pairs_character(pairs, a, b):
+    """a is x1's row i (the first train.cross_cycle_pairs rows; 0: all), b is x2's row i - 1 (another pair's
+    character): the first decode swaps their codes, the second swaps back what the encoder reads from the swapped
+    images, and the targets are a then b."""
+    cfg = build_config("smoke", overrides=["train.cross_cycle_coef=1.0", f"train.cross_cycle_pairs={pairs}"])
+    losses = CycleVAE(CCVAE(cfg.model), cfg)
+    calls = []
+
+    def decode(z, s):  # a stand-in that draws "pose row * 10 + identity row" and records what it was given
+        calls.append((z[:, 0].tolist(), s[:, 0].tolist()))
+        return (10 * z[:, :1] + s[:, :1])[:, :, None, None].expand(-1, 3, 60, 60).contiguous()
+
+    def encode(x):  # reads the two rows back: z mean = pose row, s = identity row
+        v = x[:, :1, 0, 0]
+        return torch.div(v, 10, rounding_mode="floor"), None, torch.remainder(v, 10)
+
+    losses.model.decode, losses.model.encode = decode, encode
+    x = torch.arange(6.0).view(6, 1, 1, 1).expand(6, 3, 60, 60)  # rows 0-2: x1, rows 3-5: x2 (pair i: i, i + 3)
+    z = s = torch.arange(6.0)[:, None]  # codes that name their row
+    assert losses._cross_cycle(x, z, s) > 0
+    # u_ab = dec(z_a, s_b), u_ba = dec(z_b, s_a) with b = x2's row of the previous pair.
+    assert calls[0] == (a + b, b + a)
+    # Back: a's pose (read from u_ab) with a's identity (read from u_ba), and b's likewise; targets a then b.
+    assert calls[1] == (a + b, a + b)
+
+
+def test_cross_cycle_joins_at_its_start_step(tmp_path, capsys, tiny_npz):
+    """With train.cross_cycle_start=3 the first three steps run the forward cycle alone (their cross_cycle column is
+    empty, NaN, not a zero that would read as a perfect cross-cycle) and every later step runs the cross-cycle."""
+    import csv
+    import math
+
+    from ccvae.cli import main
+
+    code = main(["train", "--data", str(tiny_npz), "--preset", "smoke", "--out", str(tmp_path / "r"), "--quiet",
+                 "--device", "cpu", "--max-steps", "8", "--set", "train.log_every=1", "--set", "train.cross_cycle_coef=1.0",
+                 "--set", "train.cross_cycle_start=3"])
+    assert code == 0, capsys.readouterr().err
+    cross = [float(r["cross_cycle"]) for r in csv.DictReader(open(tmp_path / "r" / "metrics.csv"))]
+    assert len(cross) == 8
+    assert all(math.isnan(v) for v in cross[:3]) and all(math.isfinite(v) and v > 0 for v in cross[3:])

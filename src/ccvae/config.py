@@ -76,6 +76,18 @@ class TrainConfig:
     # cycle's own (whose per-parameter scaling gives the decoder a full-size step on them whatever their weight), or
     # "forward", added to the forward cycle's loss so that their weights count against the reconstruction's.
     reverse_decoder_step: str = "reverse"
+    # Cross-cycle (beyond the paper; 0: off; the cross-cycle consistency of Lee et al., DRIT, ECCV 2018): a of one
+    # pair and b of another (another character), swapped twice, u_ab = dec(z_a, s_b), u_ba = dec(z_b, s_a), then
+    # dec(z(u_ab), s(u_ba)) must give back a and dec(z(u_ba), s(u_ab)) b (MSE, this weight, in the forward cycle's
+    # step). The forward cycle only ever decodes a z with its own character's s; this gives the decoder a pixel
+    # target for the cross-character pairs a swap is made of. Logged as cross_cycle.
+    cross_cycle_coef: float = 0.0
+    # How many (a, b) pairs the cross-cycle takes per step (0: one per forward-cycle pair, the batch size): its three
+    # extra network passes per pair cost most of a forward cycle, so fewer pairs buy more steps in a fixed time.
+    cross_cycle_pairs: int = 0
+    # The step from which the cross-cycle joins (0: from the start): a run can learn to reconstruct first and meet
+    # the cross-cycle only for its last steps, where the swap is decided.
+    cross_cycle_start: int = 0
     seed: int = 0
     precision: str = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16, else fp32
     log_every: int = 50  # steps between metrics rows (and host syncs on GPU)
@@ -166,7 +178,7 @@ class Config:
             (0 < t.lr_decay_factor <= 1, "train.lr_decay_factor must be in (0, 1]"),
             (t.lr_decay_steps >= 0, "train.lr_decay_steps must be >= 0"),
             (min(t.reconstruction_coef, t.reverse_cycle_coef, t.kl_coef, t.reverse_identity_coef,
-                 t.reverse_anchor_coef) >= 0,
+                 t.reverse_anchor_coef, t.cross_cycle_coef) >= 0,
              "train coefficients must be >= 0"),
             (t.lr_schedule in LR_SCHEDULES, f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}"),
             (t.kl_warmup_steps >= 0, "train.kl_warmup_steps must be >= 0"),
@@ -184,6 +196,10 @@ class Config:
             (t.reverse_anchor_coef == 0 or (t.reverse_z == "posterior" and t.reverse_decoder_step == "reverse"),
              "train.reverse_anchor_coef > 0 needs train.reverse_z=posterior (a prior z has no image's mean to return "
              "to) and train.reverse_decoder_step=reverse"),
+            (0 <= t.cross_cycle_pairs <= t.batch_size, "train.cross_cycle_pairs must be in [0, train.batch_size]"),
+            (t.cross_cycle_start >= 0, "train.cross_cycle_start must be >= 0"),
+            (t.cross_cycle_coef == 0 or t.reverse_decoder_step == "reverse",
+             "train.cross_cycle_coef > 0 needs train.reverse_decoder_step=reverse"),
             (0 <= t.seed < 2**63, "train.seed must be in [0, 2**63)"),
             (t.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}"),
             (t.log_every >= 1, "train.log_every must be >= 1"),

@@ -8,7 +8,9 @@ that each generated image re-encodes to the s it was drawn with, a term that tra
 ``train.reverse_anchor_coef`` (beyond the paper) that it re-encodes to the z mean its posterior z was drawn
 around (the latent reconstruction of Huang et al., MUNIT, ECCV 2018, on a posterior z). With
 ``train.reverse_decoder_step = "forward"`` the decoder's share of those terms joins the forward cycle's loss
-(one call, "joint", one Adam step) instead of the reverse cycle's own step.
+(one call, "joint", one Adam step) instead of the reverse cycle's own step. ``train.cross_cycle_coef`` (beyond the
+paper) adds DRIT's cross-cycle (Lee et al., ECCV 2018) to the forward cycle's step: two characters swapped twice
+must come back, a pixel target for the cross-character (z, s) pairs that a swap decodes.
 
 ``fast=True`` batches the two halves of each cycle into one encoder and one decoder call
 (identical maths: normalisation is per sample, or batch norm over the same concatenated batch);
@@ -57,7 +59,8 @@ def frozen_norm_statistics(model: nn.Module, use_running: bool = False) -> Itera
 
 
 class CycleVAE(Method):
-    """``loss_forward(x1, x2, eps)`` -> (loss, recon, kl); ``loss_reverse(xa, xb, noise)`` -> (loss, l1, id_l1,
+    """``loss_forward(x1, x2, eps)`` -> (loss, recon, kl); ``loss_cross(x1, x2, eps)`` -> (loss, recon, kl, cross)
+    (forward cycle plus cross-cycle, with ``cross_cycle_coef``); ``loss_reverse(xa, xb, noise)`` -> (loss, l1, id_l1,
     anchor_l1).
     With ``reverse_decoder_step = "forward"``: ``loss_joint`` (forward cycle + the decoder's reverse terms) then
     ``loss_reencode`` (the encoder's reverse cycle on the images ``loss_joint`` generated)."""
@@ -68,14 +71,15 @@ class CycleVAE(Method):
     # The reverse-cycle L1 of the last reverse batch with the model in eval mode (the network users get);
     # with batch norm it can be far above the train-mode value when the encoder leans on batch statistics.
     DIAGNOSTICS = ("reverse_cycle_eval",)
-    MODES = ("forward", "reverse", "joint", "reencode")
+    MODES = ("forward", "cross", "reverse", "joint", "reencode")
 
     def __init__(self, model: CCVAE, cfg: Config, fast: bool = True) -> None:
         super().__init__(model, cfg, fast)
         self._last_reverse: tuple[torch.Tensor, ...] | None = None
         # Optional terms get their own metrics.csv column only when they are on.
         self.TERMS = CycleVAE.TERMS + (("reverse_identity",) if cfg.train.reverse_identity_coef > 0 else ()) + (
-            ("reverse_anchor",) if cfg.train.reverse_anchor_coef > 0 else ())
+            ("reverse_anchor",) if cfg.train.reverse_anchor_coef > 0 else ()) + (
+            ("cross_cycle",) if cfg.train.cross_cycle_coef > 0 else ())
 
     def _decoder_learns_reverse(self) -> bool:
         t = self.cfg.train
@@ -97,7 +101,12 @@ class CycleVAE(Method):
         return {"fwd": self.adam(self.model.parameters()), "rev": self.adam(rev.parameters())}
 
     def step_variant(self, step: int) -> object:
-        return step % self.cfg.train.reverse_every == 0  # with or without the reverse cycle
+        return step % self.cfg.train.reverse_every == 0, self._cross(step)  # with or without either cycle
+
+    def _cross(self, step: int) -> bool:
+        """Whether the cross-cycle joins the forward cycle at ``step``."""
+        t = self.cfg.train
+        return t.cross_cycle_coef > 0 and step >= t.cross_cycle_start
 
     def train_step(self, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
         t, d = self.cfg.train, self.cfg.model
@@ -114,16 +123,21 @@ class CycleVAE(Method):
         with autocast(ctx.device, ctx.precision):
             if reverse and self._joint():
                 loss, recon, kl, id_l1, x_gen = ctx.call("joint", pairs.x1, pairs.x2, eps, xa, xb, noise)
+            elif self._cross(ctx.step):
+                loss, recon, kl, cross = ctx.call("cross", pairs.x1, pairs.x2, eps)
             else:
                 loss, recon, kl = ctx.call("forward", pairs.x1, pairs.x2, eps)
         loss.backward()
         opt_fwd.step()
 
         zero = torch.zeros((), device=ctx.device)
-        n = len(self.TERMS)
+        crossed = self._cross(ctx.step)
+        if not crossed:
+            cross = zero
         if not reverse:
-            ran = torch.stack([zero + 1, zero + 1, *[zero] * (n - 2)])
-            return torch.stack([recon.float(), kl.float(), *[zero] * (n - 2)]), ran
+            by_term = {"reconstruction": recon, "kl": kl, **({"cross_cycle": cross} if crossed else {})}
+            ran = torch.stack([zero + float(k in by_term) for k in self.TERMS])
+            return torch.stack([by_term.get(k, zero).float() for k in self.TERMS]), ran
         anchor_l1 = zero
         opt_rev.zero_grad(set_to_none=True)
         with autocast(ctx.device, ctx.precision):
@@ -135,8 +149,9 @@ class CycleVAE(Method):
         opt_rev.step()
         self._last_reverse = (xa, xb, noise, ctx.device, ctx.precision)
         by_term = {"reconstruction": recon, "kl": kl, "reverse_cycle": l1, "reverse_identity": id_l1,
-                   "reverse_anchor": anchor_l1}
-        return torch.stack([by_term[k].float() for k in self.TERMS]), torch.ones(n, device=ctx.device)
+                   "reverse_anchor": anchor_l1, "cross_cycle": cross}
+        ran = torch.stack([zero + float(k != "cross_cycle" or crossed) for k in self.TERMS])
+        return torch.stack([by_term[k].float() for k in self.TERMS]), ran
 
     @torch.no_grad()
     def diagnostics(self) -> dict[str, float]:
@@ -156,7 +171,20 @@ class CycleVAE(Method):
         """Paper Sec. 3.1, Fig. 2(a): swap s within a same-identity pair and reconstruct.
 
         x1, x2: (B, 3, 60, 60), the same characters; eps: (2B, style_dim) ~ N(0, I).
+        Returns (loss, recon, kl).
         """
+        return self._forward_cycle(x1, x2, eps)[:3]
+
+    def loss_cross(self, x1: torch.Tensor, x2: torch.Tensor, eps: torch.Tensor):
+        """The forward cycle plus the cross-cycle (``train.cross_cycle_coef``), in one loss and one Adam step.
+
+        Returns (loss, recon, kl, cross): cross is the cross-cycle's MSE, on the forward cycle's scale."""
+        loss, recon, kl, z, s = self._forward_cycle(x1, x2, eps)
+        cross = self._cross_cycle(torch.cat([x1, x2]), z, s)
+        return loss + self.cfg.train.cross_cycle_coef * cross, recon, kl, cross.detach()
+
+    def _forward_cycle(self, x1: torch.Tensor, x2: torch.Tensor, eps: torch.Tensor):
+        """(loss, recon, kl, z (2B, style_dim) sampled, s (2B, class_dim)) of the forward cycle: x1's rows, then x2's."""
         m, B = self.model, x1.shape[0]
         numel = x1[0].numel()
         if self.fast:
@@ -176,10 +204,49 @@ class CycleVAE(Method):
             recon = reconstruction_mse(m.decode(z1, s2), x1) + reconstruction_mse(m.decode(z2, s1), x2)
             kl = kl_to_standard_normal(mu1.float(), logvar1.float(), numel) + kl_to_standard_normal(
                 mu2.float(), logvar2.float(), numel)
+            z, s = torch.cat([z1, z2]), torch.cat([s1, s2])
         # Paper Eq. (2) with the reference coefficients: 2 * reconstruction + 3 * KL.
         t = self.cfg.train
         loss = t.reconstruction_coef * recon + self.kl_term(kl, numel, latents=2)
-        return loss, recon.detach(), kl.detach()
+        return loss, recon.detach(), kl.detach(), z, s
+
+    def _cross_cycle(self, x: torch.Tensor, z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """Cross-cycle consistency (Lee et al., DRIT, ECCV 2018, Eq. 4) on the forward cycle's codes.
+
+        x (2B, 3, 60, 60) = [x1; x2], z and s their codes. a: x1's first k rows (``train.cross_cycle_pairs``; 0: all
+        B); b: x2's rows shifted by one, so that b is another pair's character (a pair's two images share one). Swap,
+        re-encode, swap back: u = [dec(z_a, s_b); dec(z_b, s_a)], then
+        [dec(z_mean(u_ab), s(u_ba)); dec(z_mean(u_ba), s(u_ab))] ~ [a; b]. Batch norm leaves its running averages
+        alone (generated images, as in the reverse cycle). Returns the sum of the two MSEs, as ``recon`` sums the
+        forward cycle's two."""
+        B = x.shape[0] // 2
+        k = self.cfg.train.cross_cycle_pairs or B
+        a_rows = torch.arange(k, device=x.device)  # (k,)
+        b_rows = B + (a_rows - 1) % B  # (k,) x2's row of the previous pair
+        target = torch.cat([x[a_rows], x[b_rows]])  # (2k, 3, 60, 60): a then b
+        z_a, s_a, z_b, s_b = z[a_rows], s[a_rows], z[b_rows], s[b_rows]
+        m = self.model
+        with frozen_norm_statistics(m):
+            u = self._decode_halves(torch.cat([z_a, z_b]), torch.cat([s_b, s_a]))  # (2k, 3, 60, 60): u_ab then u_ba
+            mu_u, s_u = self._encode_halves(u)  # (2k, style_dim), (2k, class_dim)
+            back = self._decode_halves(mu_u, torch.cat([s_u[k:], s_u[:k]]))  # a's pose with a's s, b's with b's
+        return 2 * reconstruction_mse(back, target)
+
+    def _decode_halves(self, z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """z, s (2k, d) -> (2k, 3, 60, 60): one decoder call (``fast``) or one per half, as the plain form runs it."""
+        if self.fast:
+            return self.model.decode(z, s)
+        B = z.shape[0] // 2
+        return torch.cat([self.model.decode(z[:B], s[:B]), self.model.decode(z[B:], s[B:])])
+
+    def _encode_halves(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z means and s of x (2k, 3, 60, 60): one encoder call (``fast``) or one per half."""
+        if self.fast:
+            mu, _, s = self.model.encode(x)
+            return mu, s
+        B = x.shape[0] // 2
+        (mu1, _, s1), (mu2, _, s2) = self.model.encode(x[:B]), self.model.encode(x[B:])
+        return torch.cat([mu1, mu2]), torch.cat([s1, s2])
 
     def loss_joint(self, x1: torch.Tensor, x2: torch.Tensor, eps: torch.Tensor, xa: torch.Tensor, xb: torch.Tensor,
                    noise: torch.Tensor):
