@@ -130,6 +130,12 @@ VARIANTS: dict[str, list[str]] = {
     "bigdec-kl2-revdec-cc0.5-p16-from4500": BIGDEC + ["train.kl_coef=2.0", "train.reverse_updates=all",
                                                       "train.cross_cycle_coef=0.5", "train.cross_cycle_pairs=16",
                                                       "train.cross_cycle_start=4500"],
+    # ... and training the decoder only (codes detached, the encoder a fixed judge), from the start, weight 2 or 0.5.
+    "bigdec-kl2-revdec-ccdec2-p16": BIGDEC + ["train.kl_coef=2.0", "train.reverse_updates=all", "train.cross_cycle_coef=2.0",
+                                              "train.cross_cycle_pairs=16", "train.cross_cycle_updates=decoder"],
+    "bigdec-kl2-revdec-ccdec0.5-p16": BIGDEC + ["train.kl_coef=2.0", "train.reverse_updates=all",
+                                                "train.cross_cycle_coef=0.5", "train.cross_cycle_pairs=16",
+                                                "train.cross_cycle_updates=decoder"],
 }
 
 

@@ -31,20 +31,25 @@ def _steps(t: Trainer, n: int) -> list[torch.Tensor]:
     return out
 
 
-@pytest.mark.parametrize("method", ["ccvae", "mlvae"])
-def test_captured_path_equals_the_plain_step_bit_for_bit(tmp_path, tiny_npz, method):
+@pytest.mark.parametrize(("method", "extra", "forms"), [
+    ("ccvae", [], {True, False}),  # with and without the reverse cycle
+    # A cross-cycle that joins at step 3: before and after it, each with and without the reverse cycle.
+    ("ccvae", ["train.cross_cycle_coef=1.0", "train.cross_cycle_start=3"],
+     {(True, False), (False, False), (True, True), (False, True)}),
+    ("mlvae", [], None)])
+def test_captured_path_equals_the_plain_step_bit_for_bit(tmp_path, tiny_npz, method, extra, forms):
     """Same optimisers (tensor lr) and generators: the captured path's losses and weights equal the plain step's
     at every step, so the warm-up steps left nothing behind and every moving input reached the step."""
-    plain = _trainer(tmp_path, tiny_npz, method=method, name="a")
+    plain = _trainer(tmp_path, tiny_npz, *extra, method=method, name="a")
     plain.method.capturable = True  # the same tensor-lr Adam, but the ordinary step
     plain.build_optimizers()
-    cap = _trainer(tmp_path, tiny_npz, method=method, name="b")
+    cap = _trainer(tmp_path, tiny_npz, *extra, method=method, name="b")
     cap.use_captured_step(use_graph=False)
     a, b = _steps(plain, 8), _steps(cap, 8)
     for i, (x, y) in enumerate(zip(a, b, strict=True)):
         assert torch.equal(x, y), (i, x, y)
-    if method == "ccvae":
-        assert set(cap.captured.graphs) == {True, False}  # with and without the reverse cycle
+    if forms is not None:
+        assert set(cap.captured.graphs) == forms
     for (k, v), w in zip(plain.method.state_dict().items(), cap.method.state_dict().values(), strict=True):
         assert torch.equal(v, w), k
     for name, opt in plain.optimizers.items():

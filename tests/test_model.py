@@ -473,3 +473,26 @@ def test_cross_cycle_joins_at_its_start_step(tmp_path, capsys, tiny_npz):
     cross = [float(r["cross_cycle"]) for r in csv.DictReader(open(tmp_path / "r" / "metrics.csv"))]
     assert len(cross) == 8
     assert all(math.isnan(v) for v in cross[:3]) and all(math.isfinite(v) and v > 0 for v in cross[3:])
+
+
+@pytest.mark.parametrize("updates", ["all", "decoder"])
+def test_cross_cycle_updates_decoder_leaves_the_encoder_alone(updates):
+    """cross_cycle_updates=decoder: the cross-cycle's gradient reaches the decoder only (not the encoder's weights,
+    not the codes it starts from); "all" (DRIT) trains both."""
+    cfg = build_config("smoke", overrides=["model.style_dim=6", "train.cross_cycle_coef=1.0",
+                                           f"train.cross_cycle_updates={updates}"])
+    torch.manual_seed(0)
+    losses = CycleVAE(CCVAE(cfg.model), cfg)
+    x = torch.rand(8, 3, 60, 60, generator=torch.Generator().manual_seed(3))
+    mu, _, s = losses.model.encode(x)
+    z = mu.detach().requires_grad_()
+    losses._cross_cycle(x, z, s).backward()
+    enc = [p.grad for p in losses.model.encoder.parameters()]
+    dec = [p.grad for p in losses.model.decoder.parameters()]
+    assert all(g is not None and g.abs().sum() > 0 for g in dec)
+    if updates == "decoder":
+        assert all(g is None for g in enc) and z.grad is None
+    else:
+        assert any(g is not None and g.abs().sum() > 0 for g in enc) and z.grad.abs().sum() > 0
+    with pytest.raises(UserError, match="train.cross_cycle_updates must be one of all, decoder"):
+        build_config("smoke", overrides=["train.cross_cycle_updates=encoder"])

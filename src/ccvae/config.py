@@ -24,6 +24,7 @@ REVERSE_Z = ("prior", "posterior")
 NORM_STATS = ("batch", "running")
 REVERSE_UPDATES = ("encoder", "all")
 DECODER_STEPS = ("reverse", "forward")
+CROSS_UPDATES = ("all", "decoder")
 COMPILE_MODES = ("off", "default", "reduce-overhead")
 CAPTURE_MODES = ("off", "cuda-graph")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
@@ -88,6 +89,10 @@ class TrainConfig:
     # The step from which the cross-cycle joins (0: from the start): a run can learn to reconstruct first and meet
     # the cross-cycle only for its last steps, where the swap is decided.
     cross_cycle_start: int = 0
+    # What the cross-cycle trains: "all" (DRIT: encoder and decoder) or "decoder" (the codes it starts from are
+    # detached and the encoder re-encodes as a fixed judge, so only the decoder learns to render cross pairs; the
+    # encoder cannot meet it by carrying the character in z).
+    cross_cycle_updates: str = "all"
     seed: int = 0
     precision: str = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16, else fp32
     log_every: int = 50  # steps between metrics rows (and host syncs on GPU)
@@ -198,6 +203,7 @@ class Config:
              "to) and train.reverse_decoder_step=reverse"),
             (0 <= t.cross_cycle_pairs <= t.batch_size, "train.cross_cycle_pairs must be in [0, train.batch_size]"),
             (t.cross_cycle_start >= 0, "train.cross_cycle_start must be >= 0"),
+            (t.cross_cycle_updates in CROSS_UPDATES, f"train.cross_cycle_updates must be one of {', '.join(CROSS_UPDATES)}"),
             (t.cross_cycle_coef == 0 or t.reverse_decoder_step == "reverse",
              "train.cross_cycle_coef > 0 needs train.reverse_decoder_step=reverse"),
             (0 <= t.seed < 2**63, "train.seed must be in [0, 2**63)"),

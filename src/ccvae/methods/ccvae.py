@@ -101,7 +101,9 @@ class CycleVAE(Method):
         return {"fwd": self.adam(self.model.parameters()), "rev": self.adam(rev.parameters())}
 
     def step_variant(self, step: int) -> object:
-        return step % self.cfg.train.reverse_every == 0, self._cross(step)  # with or without either cycle
+        """With or without the reverse cycle; with a cross-cycle that joins late, also before or after it joins."""
+        reverse = step % self.cfg.train.reverse_every == 0
+        return (reverse, self._cross(step)) if self.cfg.train.cross_cycle_start > 0 else reverse
 
     def _cross(self, step: int) -> bool:
         """Whether the cross-cycle joins the forward cycle at ``step``."""
@@ -217,18 +219,25 @@ class CycleVAE(Method):
         B); b: x2's rows shifted by one, so that b is another pair's character (a pair's two images share one). Swap,
         re-encode, swap back: u = [dec(z_a, s_b); dec(z_b, s_a)], then
         [dec(z_mean(u_ab), s(u_ba)); dec(z_mean(u_ba), s(u_ab))] ~ [a; b]. Batch norm leaves its running averages
-        alone (generated images, as in the reverse cycle). Returns the sum of the two MSEs, as ``recon`` sums the
-        forward cycle's two."""
+        alone (generated images, as in the reverse cycle). With ``cross_cycle_updates = "decoder"`` only the decoder
+        learns from it. Returns the sum of the two MSEs, as ``recon`` sums the forward cycle's two."""
         B = x.shape[0] // 2
         k = self.cfg.train.cross_cycle_pairs or B
         a_rows = torch.arange(k, device=x.device)  # (k,)
         b_rows = B + (a_rows - 1) % B  # (k,) x2's row of the previous pair
         target = torch.cat([x[a_rows], x[b_rows]])  # (2k, 3, 60, 60): a then b
-        z_a, s_a, z_b, s_b = z[a_rows], s[a_rows], z[b_rows], s[b_rows]
         m = self.model
+        encoder: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] = m.encode
+        if self.cfg.train.cross_cycle_updates == "decoder":  # the encoder neither starts nor judges with a gradient
+            z, s = z.detach(), s.detach()
+            fixed = {k: v.detach() for k, v in m.encoder.named_parameters()}
+
+            def encoder(h: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                return functional_call(m.encoder, fixed, (h,))
+        z_a, s_a, z_b, s_b = z[a_rows], s[a_rows], z[b_rows], s[b_rows]
         with frozen_norm_statistics(m):
             u = self._decode_halves(torch.cat([z_a, z_b]), torch.cat([s_b, s_a]))  # (2k, 3, 60, 60): u_ab then u_ba
-            mu_u, s_u = self._encode_halves(u)  # (2k, style_dim), (2k, class_dim)
+            mu_u, s_u = self._encode_halves(encoder, u)  # (2k, style_dim), (2k, class_dim)
             back = self._decode_halves(mu_u, torch.cat([s_u[k:], s_u[:k]]))  # a's pose with a's s, b's with b's
         return 2 * reconstruction_mse(back, target)
 
@@ -239,13 +248,14 @@ class CycleVAE(Method):
         B = z.shape[0] // 2
         return torch.cat([self.model.decode(z[:B], s[:B]), self.model.decode(z[B:], s[B:])])
 
-    def _encode_halves(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode_halves(self, encoder: Callable[[torch.Tensor], tuple[torch.Tensor, ...]],
+                       x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z means and s of x (2k, 3, 60, 60): one encoder call (``fast``) or one per half."""
         if self.fast:
-            mu, _, s = self.model.encode(x)
+            mu, _, s = encoder(x)
             return mu, s
         B = x.shape[0] // 2
-        (mu1, _, s1), (mu2, _, s2) = self.model.encode(x[:B]), self.model.encode(x[B:])
+        (mu1, _, s1), (mu2, _, s2) = encoder(x[:B]), encoder(x[B:])
         return torch.cat([mu1, mu2]), torch.cat([s1, s2])
 
     def loss_joint(self, x1: torch.Tensor, x2: torch.Tensor, eps: torch.Tensor, xa: torch.Tensor, xb: torch.Tensor,
@@ -293,10 +303,7 @@ class CycleVAE(Method):
 
     def _z_means(self, encoder: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], x: torch.Tensor) -> torch.Tensor:
         """z means of x (2B, 3, 60, 60): one encoder call (``fast``) or one per half, as the plain form runs it."""
-        if self.fast:
-            return encoder(x)[0]
-        B = x.shape[0] // 2
-        return torch.cat([encoder(x[:B])[0], encoder(x[B:])[0]])  # (2B, style_dim)
+        return self._encode_halves(encoder, x)[0]
 
     def _reverse_cycle(self, m: CCVAE, B: int, xa: torch.Tensor, xb: torch.Tensor, noise: torch.Tensor, part: str):
         """part: "encoder" (the paper: the decoder runs without a graph), "decoder" (the decoder's terms only,
