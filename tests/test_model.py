@@ -467,8 +467,8 @@ def test_cross_cycle_joins_at_its_start_step(tmp_path, capsys, tiny_npz):
     from ccvae.cli import main
 
     code = main(["train", "--data", str(tiny_npz), "--preset", "smoke", "--out", str(tmp_path / "r"), "--quiet",
-                 "--device", "cpu", "--max-steps", "8", "--set", "train.log_every=1", "--set", "train.cross_cycle_coef=1.0",
-                 "--set", "train.cross_cycle_start=3"])
+                 "--device", "cpu", "--max-steps", "8", "--set", "train.log_every=1",
+                 "--set", "train.cross_cycle_coef=1.0", "--set", "train.cross_cycle_start=3"])
     assert code == 0, capsys.readouterr().err
     cross = [float(r["cross_cycle"]) for r in csv.DictReader(open(tmp_path / "r" / "metrics.csv"))]
     assert len(cross) == 8

@@ -12,9 +12,10 @@ backward, both fused Adam updates) with one launch. What a replay needs, and how
   are not used, so a captured run draws other images and noise than an eager run of the same seed; it
   checkpoints the default generator's state, so its resume is exact.
 - **One graph per form of the step** (``Method.step_variant``: the ccvae step with and without the reverse
-  cycle when ``train.reverse_every > 1``, and before and after a ``train.cross_cycle_start``), each captured at its first use after a few warm-up steps on a
-  side stream (CUDA's requirement, which also builds Adam's state). The warm-up steps are undone: weights,
-  buffers, optimiser state and the generator are restored exactly, so capture changes nothing a run learns.
+  cycle when ``train.reverse_every > 1``, and before and after a ``train.cross_cycle_start``), each captured at its
+  first use after a few warm-up steps on a side stream (CUDA's requirement, which also builds Adam's state). The
+  warm-up steps are undone: weights, buffers, optimiser state and the generator are restored exactly, so capture
+  changes nothing a run learns.
 
 ``use_graph=False`` runs the same path (static buffers, tensor hyper-parameters, warm-up and restore)
 without a graph: what the CPU tests check against the plain step.

@@ -122,10 +122,11 @@ class CycleVAE(Method):
             xb = ctx.data.sample(b, ctx.g_data).x
             noise = torch.randn(b, d.style_dim, generator=ctx.g_noise, device=ctx.device)
         opt_fwd.zero_grad(set_to_none=True)
+        crossed = self._cross(ctx.step)
         with autocast(ctx.device, ctx.precision):
             if reverse and self._joint():
                 loss, recon, kl, id_l1, x_gen = ctx.call("joint", pairs.x1, pairs.x2, eps, xa, xb, noise)
-            elif self._cross(ctx.step):
+            elif crossed:
                 loss, recon, kl, cross = ctx.call("cross", pairs.x1, pairs.x2, eps)
             else:
                 loss, recon, kl = ctx.call("forward", pairs.x1, pairs.x2, eps)
@@ -133,27 +134,23 @@ class CycleVAE(Method):
         opt_fwd.step()
 
         zero = torch.zeros((), device=ctx.device)
-        crossed = self._cross(ctx.step)
-        if not crossed:
-            cross = zero
-        if not reverse:
-            by_term = {"reconstruction": recon, "kl": kl, **({"cross_cycle": cross} if crossed else {})}
-            ran = torch.stack([zero + float(k in by_term) for k in self.TERMS])
-            return torch.stack([by_term.get(k, zero).float() for k in self.TERMS]), ran
-        anchor_l1 = zero
-        opt_rev.zero_grad(set_to_none=True)
-        with autocast(ctx.device, ctx.precision):
-            if self._joint():  # the images the joint call generated: one decoder pass fewer
-                rev, l1 = ctx.call("reencode", x_gen)
-            else:
-                rev, l1, id_l1, anchor_l1 = ctx.call("reverse", xa, xb, noise)
-        rev.backward()
-        opt_rev.step()
-        self._last_reverse = (xa, xb, noise, ctx.device, ctx.precision)
-        by_term = {"reconstruction": recon, "kl": kl, "reverse_cycle": l1, "reverse_identity": id_l1,
-                   "reverse_anchor": anchor_l1, "cross_cycle": cross}
-        ran = torch.stack([zero + float(k != "cross_cycle" or crossed) for k in self.TERMS])
-        return torch.stack([by_term[k].float() for k in self.TERMS]), ran
+        by_term = {"reconstruction": recon, "kl": kl, **({"cross_cycle": cross} if crossed else {})}
+        if reverse:
+            anchor_l1 = zero
+            opt_rev.zero_grad(set_to_none=True)
+            with autocast(ctx.device, ctx.precision):
+                if self._joint():  # the images the joint call generated: one decoder pass fewer
+                    rev, l1 = ctx.call("reencode", x_gen)
+                else:
+                    rev, l1, id_l1, anchor_l1 = ctx.call("reverse", xa, xb, noise)
+            rev.backward()
+            opt_rev.step()
+            self._last_reverse = (xa, xb, noise, ctx.device, ctx.precision)
+            by_term.update(reverse_cycle=l1, reverse_identity=id_l1, reverse_anchor=anchor_l1)
+        # A term this step did not compute (the reverse cycle's off its steps, the cross-cycle's before its start)
+        # has ran 0: left out of the logged mean.
+        ran = torch.stack([zero + float(k in by_term) for k in self.TERMS])
+        return torch.stack([by_term.get(k, zero).float() for k in self.TERMS]), ran
 
     @torch.no_grad()
     def diagnostics(self) -> dict[str, float]:
@@ -186,7 +183,8 @@ class CycleVAE(Method):
         return loss + self.cfg.train.cross_cycle_coef * cross, recon, kl, cross.detach()
 
     def _forward_cycle(self, x1: torch.Tensor, x2: torch.Tensor, eps: torch.Tensor):
-        """(loss, recon, kl, z (2B, style_dim) sampled, s (2B, class_dim)) of the forward cycle: x1's rows, then x2's."""
+        """The forward cycle's (loss, recon, kl) and its codes: z (2B, style_dim) sampled, s (2B, class_dim); x1's rows,
+        then x2's."""
         m, B = self.model, x1.shape[0]
         numel = x1[0].numel()
         if self.fast:
@@ -230,10 +228,7 @@ class CycleVAE(Method):
         encoder: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] = m.encode
         if self.cfg.train.cross_cycle_updates == "decoder":  # the encoder neither starts nor judges with a gradient
             z, s = z.detach(), s.detach()
-            fixed = {k: v.detach() for k, v in m.encoder.named_parameters()}
-
-            def encoder(h: torch.Tensor) -> tuple[torch.Tensor, ...]:
-                return functional_call(m.encoder, fixed, (h,))
+            encoder = self._fixed_encoder()
         z_a, s_a, z_b, s_b = z[a_rows], s[a_rows], z[b_rows], s[b_rows]
         with frozen_norm_statistics(m):
             u = self._decode_halves(torch.cat([z_a, z_b]), torch.cat([s_b, s_a]))  # (2k, 3, 60, 60): u_ab then u_ba
@@ -301,6 +296,12 @@ class CycleVAE(Method):
         """Batch norm as the reverse cycle uses it: running averages left alone (and used, with "running")."""
         return frozen_norm_statistics(self.model, use_running=self.cfg.train.reverse_norm_stats == "running")
 
+    def _fixed_encoder(self) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
+        """The encoder as a fixed judge: its weights detached, so only what feeds it (the decoder) learns from it."""
+        encoder = self.model.encoder
+        fixed = {name: p.detach() for name, p in encoder.named_parameters()}
+        return lambda h: functional_call(encoder, fixed, (h,))
+
     def _z_means(self, encoder: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], x: torch.Tensor) -> torch.Tensor:
         """z means of x (2B, 3, 60, 60): one encoder call (``fast``) or one per half, as the plain form runs it."""
         return self._encode_halves(encoder, x)[0]
@@ -325,12 +326,7 @@ class CycleVAE(Method):
             else:
                 s = torch.cat([s_a, s_b])  # (2B, class_dim)
                 x_gen = torch.cat([m.decode(z, s_a), m.decode(z, s_b)])
-        # The encoder as a fixed judge: its weights detached, so only the decoder learns from what it says.
-        fixed = {k: v.detach() for k, v in m.encoder.named_parameters()} if part != "encoder" else {}
-
-        def judge(h: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            return functional_call(m.encoder, fixed, (h,))
-
+        judge = self._fixed_encoder() if part != "encoder" else m.encoder
         judged = judge(x_gen) if part == "decoder" and self.fast else None  # one pass for both decoder terms
         if part == "decoder":  # the z term through the fixed encoder, when the decoder is to learn it
             mu = judged[0] if judged is not None else self._z_means(judge, x_gen)
