@@ -32,7 +32,8 @@ PRESET = "quick-v1"
 # training budget in CPU seconds of the rounds since the twelfth.
 DECAY_AT = 8343 / 10029
 ROUND_BUDGET_S = 610
-# The sixteenth round's larger budget (12,000 steps of bigdec2-kl2-revdec), which `--preset quick-sharp` trains.
+# The sixteenth round's larger budget (12,000 steps of bigdec2-kl2-revdec), which `--preset quick-sharp` trains;
+# at ROUND_BUDGET_S (5,056 steps) the same variant is `--preset quick` (nineteenth round).
 SHARP_BUDGET_S = 1447.8
 # name -> --set overrides on the first quick preset (`--preset quick-v1`, `runs/quick-v5`; `quick` up to
 # the thirteenth round, so each row reruns as it ran; max_steps comes from the budget). "running": the
@@ -44,8 +45,11 @@ BIGDEC = ["model.dec_channels=[128,64,32,16]", "model.dec_hidden=512"]
 BIGDEC2 = ["model.dec_channels=[256,128,64,32]", "model.dec_hidden=1024"]
 FILM_KL1 = ["model.dec_film=true", "train.kl_coef=1.0"]
 JOINT = ["train.reverse_decoder_step=forward"]
-# Today's quick preset as overrides of PRESET (quick-v1): the thirteenth round's bigdec-kl2-revdec.
-QUICK = BIGDEC + ["train.kl_coef=2.0", "train.reverse_updates=all"]
+# The second quick preset (`--preset quick-v2`, the thirteenth round's bigdec-kl2-revdec) as overrides of PRESET
+# (quick-v1): the base of the fourteenth to eighteenth rounds. QUICK: today's quick preset, the nineteenth round's
+# bigdec2-kl2-revdec at ROUND_BUDGET_S (the epochs' cap lifted so that the budget ends every variant built on it).
+QUICK_V2 = BIGDEC + ["train.kl_coef=2.0", "train.reverse_updates=all"]
+QUICK = BIGDEC2 + ["train.kl_coef=2.0", "train.reverse_updates=all", "train.epochs=10"]
 # In order of priority: when a machine cannot fit them all (``--adapt-at``), the last ones are dropped.
 VARIANTS: dict[str, list[str]] = {
     "R-kl1-post": R + POST + ["train.kl_coef=1.0"],
@@ -96,42 +100,46 @@ VARIANTS: dict[str, list[str]] = {
     # Twelfth round (the lr decay now at the same fraction of every variant's steps): the wider decoder on the preset.
     "bigdec": BIGDEC,
     # Thirteenth round: the twelfth round's best (bigdec-kl1-revdec, identity 2.4x chance) with more pressure on z.
-    "bigdec-kl2-revdec": QUICK,
+    "bigdec-kl2-revdec": QUICK_V2,
     "bigdec-kl1-revdec-rc20": BIGDEC + ["train.kl_coef=1.0", "train.reverse_updates=all", "train.reverse_cycle_coef=20.0"],
     # Fourteenth round: the preset (bigdec-kl2-revdec) with more pose in z: a capacity floor of 25 nats, or the
     # reverse cycle's weight 20 (which kept more pose with KL 1).
-    "bigdec-kl2-revdec-cap25": QUICK + ["train.kl_capacity=25", "train.kl_capacity_steps=5000"],
-    "bigdec-kl2-revdec-rc20": QUICK + ["train.reverse_cycle_coef=20.0"],
+    "bigdec-kl2-revdec-cap25": QUICK_V2 + ["train.kl_capacity=25", "train.kl_capacity_steps=5000"],
+    "bigdec-kl2-revdec-rc20": QUICK_V2 + ["train.reverse_cycle_coef=20.0"],
     # The preset with the reverse cycle's anchor: generated images re-encode to the z mean the z was drawn around.
-    "bigdec-kl2-revdec-anc1": QUICK + ["train.reverse_anchor_coef=1.0"],
-    "bigdec-kl2-revdec-anc10": QUICK + ["train.reverse_anchor_coef=10.0"],
+    "bigdec-kl2-revdec-anc1": QUICK_V2 + ["train.reverse_anchor_coef=1.0"],
+    "bigdec-kl2-revdec-anc10": QUICK_V2 + ["train.reverse_anchor_coef=10.0"],
     # Fifteenth round: the preset under a cosine schedule (the best reconstruction of the second round, 23.4 dB, had
     # one), and with KL 1.5 between KL 1's pose (and its identity trace) and KL 2's.
     "bigdec-kl2-revdec-cos": BIGDEC + COS + ["train.kl_coef=2.0", "train.reverse_updates=all"],
     "bigdec-kl1.5-revdec-cos": BIGDEC + COS + ["train.kl_coef=1.5", "train.reverse_updates=all"],
     # Sixteenth round: the preset with a decoder twice as wide again (256-128-64-32 channels, 1,024 hidden), at a
     # larger budget (SHARP_BUDGET_S: 12,000 steps); train.epochs=10 so the budget, not quick-v1's 4 epochs, ends it.
-    "bigdec2-kl2-revdec": BIGDEC2 + ["train.kl_coef=2.0", "train.reverse_updates=all", "train.epochs=10"],
+    "bigdec2-kl2-revdec": QUICK,
     # Seventeenth round: the preset with z of 8 dimensions (it keeps 5-7 active of 64) and a lower KL, so the nats
     # a lower KL frees sharpen the pose dimensions instead of opening new ones for identity (KL 1 on 64: 2.4x chance).
     "bigdec-kl1-revdec-z8": BIGDEC + ["train.kl_coef=1.0", "train.reverse_updates=all", "model.style_dim=8"],
     "bigdec-kl0.5-revdec-z8": BIGDEC + ["train.kl_coef=0.5", "train.reverse_updates=all", "model.style_dim=8"],
-    "bigdec-kl2-revdec-z8": QUICK + ["model.style_dim=8"],
+    "bigdec-kl2-revdec-z8": QUICK_V2 + ["model.style_dim=8"],
     # Eighteenth round: the preset with DRIT's cross-cycle (two characters swapped and swapped back must come back),
     # a pixel target for the cross-character (z, s) pairs a swap decodes; on every pair of the batch, or on 16 of 32.
-    "bigdec-kl2-revdec-cc2": QUICK + ["train.cross_cycle_coef=2.0"],
-    "bigdec-kl2-revdec-cc2-p16": QUICK + ["train.cross_cycle_coef=2.0", "train.cross_cycle_pairs=16"],
+    "bigdec-kl2-revdec-cc2": QUICK_V2 + ["train.cross_cycle_coef=2.0"],
+    "bigdec-kl2-revdec-cc2-p16": QUICK_V2 + ["train.cross_cycle_coef=2.0", "train.cross_cycle_pairs=16"],
     # ... and joining at step 4,500 only (the preset's reconstruction first, then the swap's pixel target), weight 2
     # or 0.5 on 16 pairs.
-    "bigdec-kl2-revdec-cc2-p16-from4500": QUICK + ["train.cross_cycle_coef=2.0", "train.cross_cycle_pairs=16",
+    "bigdec-kl2-revdec-cc2-p16-from4500": QUICK_V2 + ["train.cross_cycle_coef=2.0", "train.cross_cycle_pairs=16",
                                                     "train.cross_cycle_start=4500"],
-    "bigdec-kl2-revdec-cc0.5-p16-from4500": QUICK + ["train.cross_cycle_coef=0.5", "train.cross_cycle_pairs=16",
+    "bigdec-kl2-revdec-cc0.5-p16-from4500": QUICK_V2 + ["train.cross_cycle_coef=0.5", "train.cross_cycle_pairs=16",
                                                       "train.cross_cycle_start=4500"],
     # ... and training the decoder only (codes detached, the encoder a fixed judge), from the start, weight 2 or 0.5.
-    "bigdec-kl2-revdec-ccdec2-p16": QUICK + ["train.cross_cycle_coef=2.0", "train.cross_cycle_pairs=16",
+    "bigdec-kl2-revdec-ccdec2-p16": QUICK_V2 + ["train.cross_cycle_coef=2.0", "train.cross_cycle_pairs=16",
                                               "train.cross_cycle_updates=decoder"],
-    "bigdec-kl2-revdec-ccdec0.5-p16": QUICK + ["train.cross_cycle_coef=0.5", "train.cross_cycle_pairs=16",
+    "bigdec-kl2-revdec-ccdec0.5-p16": QUICK_V2 + ["train.cross_cycle_coef=0.5", "train.cross_cycle_pairs=16",
                                                 "train.cross_cycle_updates=decoder"],
+    # Nineteenth round: bigdec2-kl2-revdec at ROUND_BUDGET_S (5,056 steps), today's quick preset. Twentieth: that
+    # preset with a doubled learning rate, or with batch 16 (more, cheaper steps for the same budget).
+    "bigdec2-kl2-revdec-lr2e-3": QUICK + ["train.lr=2e-3"],
+    "bigdec2-kl2-revdec-b16": QUICK + ["train.batch_size=16"],
 }
 
 

@@ -221,8 +221,8 @@ def test_method_config_errors(override, needle):
 
 def test_every_study_variant_is_a_valid_config_with_a_cost():
     """Each row of ``benchmarks/quick_study.py`` builds (a typo in an override would otherwise surface 30 minutes into
-    a study run) and has its CPU step time; the thirteenth round's winner at its budget is today's quick preset, the
-    sixteenth round's row at its budget quick-sharp."""
+    a study run) and has its CPU step time; the thirteenth round's winner at its budget is quick-v2, the sixteenth round's row
+    at its budget quick-sharp, and the same row at the rounds' budget today's quick preset (nineteenth round)."""
     import json
     from pathlib import Path
 
@@ -237,9 +237,14 @@ def test_every_study_variant_is_a_valid_config_with_a_cost():
         configs[name] = build_config(study.PRESET, overrides=[
             *sets, *study.decay_sets(sets, steps, study.DECAY_AT), f"train.max_steps={steps}"])
         assert configs[name].train.max_steps == steps, name
-    assert configs["bigdec-kl2-revdec"] == build_config("quick")
-    # The sixteenth round's row at its own budget is quick-sharp (which caps the epochs at 5, after its 12,000 steps).
+    assert configs["bigdec-kl2-revdec"] == build_config("quick-v2")
+    # The nineteenth round's row is today's quick preset (which keeps the first preset's 4 epochs as the cap; its
+    # 5,056 steps end inside the second), the sixteenth round's row at its own budget quick-sharp (epochs capped at 5,
+    # after its 12,000 steps).
     sets = study.VARIANTS["bigdec2-kl2-revdec"]
+    assert configs["bigdec2-kl2-revdec"].train.max_steps == 5_056
+    assert build_config(study.PRESET, overrides=[*sets, *study.decay_sets(sets, 5_056, study.DECAY_AT),
+                                                 "train.max_steps=5056", "train.epochs=4"]) == build_config("quick")
     steps = int(study.SHARP_BUDGET_S / times["bigdec2-kl2-revdec"])
     assert steps == 12_000
     assert build_config(study.PRESET, overrides=[*sets, *study.decay_sets(sets, steps, study.DECAY_AT),
@@ -251,11 +256,15 @@ def test_quick_presets_of_the_baselines():
     the baselines were sized on, narrower than today's quick preset's), the method's own terms."""
     first = build_config("quick-v1")
     assert first.model.dec_channels == (64, 32, 32, 16) and first.model.dec_hidden == 256
-    # quick-v1 is today's quick preset without what the thirteenth round added (the study's rows rerun on it).
-    today = build_config("quick")
+    # quick-v1 is quick-v2 without what the thirteenth round added (the study's rows rerun on it), and today's
+    # quick preset is quick-v2 with the nineteenth round's wider decoder and fewer steps.
+    second, today = build_config("quick-v2"), build_config("quick")
     assert build_config("quick-v1", overrides=[
         "model.dec_channels=[128,64,32,16]", "model.dec_hidden=512", "train.kl_coef=2.0", "train.reverse_updates=all",
-        f"train.lr_decay_steps={today.train.lr_decay_steps}", f"train.max_steps={today.train.max_steps}"]) == today
+        "train.lr_decay_steps=6557", "train.max_steps=7882"]) == second
+    assert build_config("quick-v2", overrides=[
+        "model.dec_channels=[256,128,64,32]", "model.dec_hidden=1024", "train.lr_decay_steps=4206",
+        "train.max_steps=5056"]) == today
     for name in ("mathieu", "szabo", "mlvae"):
         cfg = build_config("quick", method=name)
         assert cfg.method.name == name and cfg.model == first.model
