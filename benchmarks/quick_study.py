@@ -48,8 +48,9 @@ JOINT = ["train.reverse_decoder_step=forward"]
 # The second quick preset (`--preset quick-v2`, the thirteenth round's bigdec-kl2-revdec) as overrides of PRESET
 # (quick-v1): the base of the fourteenth to eighteenth rounds. QUICK: today's quick preset, the nineteenth round's
 # bigdec2-kl2-revdec at ROUND_BUDGET_S (the epochs' cap lifted so that the budget ends every variant built on it).
-QUICK_V2 = BIGDEC + ["train.kl_coef=2.0", "train.reverse_updates=all"]
-QUICK = BIGDEC2 + ["train.kl_coef=2.0", "train.reverse_updates=all", "train.epochs=10"]
+KL2_REVDEC = ["train.kl_coef=2.0", "train.reverse_updates=all"]
+QUICK_V2 = BIGDEC + KL2_REVDEC
+QUICK = BIGDEC2 + KL2_REVDEC + ["train.epochs=10"]
 # In order of priority: when a machine cannot fit them all (``--adapt-at``), the last ones are dropped.
 VARIANTS: dict[str, list[str]] = {
     "R-kl1-post": R + POST + ["train.kl_coef=1.0"],
@@ -111,7 +112,7 @@ VARIANTS: dict[str, list[str]] = {
     "bigdec-kl2-revdec-anc10": QUICK_V2 + ["train.reverse_anchor_coef=10.0"],
     # Fifteenth round: the preset under a cosine schedule (the best reconstruction of the second round, 23.4 dB, had
     # one), and with KL 1.5 between KL 1's pose (and its identity trace) and KL 2's.
-    "bigdec-kl2-revdec-cos": BIGDEC + COS + ["train.kl_coef=2.0", "train.reverse_updates=all"],
+    "bigdec-kl2-revdec-cos": BIGDEC + COS + KL2_REVDEC,
     "bigdec-kl1.5-revdec-cos": BIGDEC + COS + ["train.kl_coef=1.5", "train.reverse_updates=all"],
     # Sixteenth round: the preset with a decoder twice as wide again (256-128-64-32 channels, 1,024 hidden), at a
     # larger budget (SHARP_BUDGET_S: 12,000 steps); train.epochs=10 so the budget, not quick-v1's 4 epochs, ends it.
