@@ -325,6 +325,55 @@ def test_swap_decomposition_tells_identity_in_z_from_pose():
     assert leaky["swap_psnr"] < leaky["mean_pose_code_psnr"] < leaky["same_character_psnr"] == float("inf")
 
 
+def test_swap_metrics_reconstruct_a_seeded_subset_and_skip_diagnostics():
+    """The learning curve's fast form: ``n_reconstruct`` images drawn with the seed, and no reference swaps."""
+    from types import SimpleNamespace
+
+    from ccvae.evaluate.encode import Encodings
+    from ccvae.evaluate.swap import swap_metrics
+
+    R, P = 6, 5
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(R, P, 3, 60, 60, generator=g)
+    data = SimpleNamespace(device=torch.device("cpu"), gather=lambda rows, poses: images[rows, poses])
+    code = torch.randn(R, generator=g)
+    z = torch.cat([torch.eye(P).expand(R, P, P), code[:, None, None].expand(R, P, 1)], dim=2)  # (R, P, P + 1)
+    s = torch.stack([torch.arange(R).float()[:, None].expand(R, P), code[:, None].expand(R, P)], dim=2)  # (R, P, 2)
+    enc = Encodings(torch.arange(R), z, s, torch.zeros_like(z))
+    full = swap_metrics(_LookupModel(images, 0.5), data, enc, n_swaps=50, seed=1)
+    fast = swap_metrics(_LookupModel(images, 0.5), data, enc, n_swaps=50, seed=1, n_reconstruct=7, diagnostics=False)
+    assert full["n_reconstructed"] == R * P and fast["n_reconstructed"] == 7
+    assert fast["swap_mse"] == full["swap_mse"] and "same_character_mse" not in fast
+    again = swap_metrics(_LookupModel(images, 0.5), data, enc, n_swaps=50, seed=1, n_reconstruct=7, diagnostics=False)
+    assert again == fast
+
+
+@pytest.mark.parametrize("norm", ["batch", "instance"])
+def test_prepare_for_eval_layout_and_same_images(norm):
+    """Evaluation runs the model channels_last on a CPU (fp32), except with instance norm; decoded images come back
+    NCHW-contiguous and equal to the contiguous model's, encodings within float tolerance."""
+    from ccvae.config import build_config
+    from ccvae.evaluate.encode import decode_batched, prepare_for_eval
+    from ccvae.model import CCVAE
+
+    cfg = build_config("smoke", overrides=[f"model.norm={norm}", f"model.dec_norm={norm}"])
+    torch.manual_seed(0)
+    ref = CCVAE(cfg.model).eval()
+    model = prepare_for_eval(CCVAE(cfg.model), "cpu")
+    model.load_state_dict(ref.state_dict())
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) == (norm == "batch")
+    assert not model.training
+    z, s = torch.randn(9, cfg.model.style_dim), torch.randn(9, cfg.model.class_dim)
+    x_hat = decode_batched(model, z, s, batch_size=4)
+    assert x_hat.is_contiguous() and x_hat.shape == (9, 3, 60, 60)
+    with torch.no_grad():
+        torch.testing.assert_close(x_hat, ref.decode(z, s), atol=1e-5, rtol=1e-4)
+        x = torch.rand(5, 3, 60, 60)
+        for got, want in zip(model.encode(x), ref.encode(x), strict=True):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
 def test_attributes_from_z_benchmark(run, data):
     """benchmarks/attributes_from_z.py: one row per attribute, scored on held-out characters only."""
     import numpy as np

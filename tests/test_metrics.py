@@ -89,3 +89,36 @@ def test_partition_table_puts_factors_where_planted():
         assert r["s_balanced_acc"] > 0.95 and r["z_balanced_acc"] < 0.6 and r["s_mi_share"] > 0.8
     for r in rows[2:]:
         assert r["z_balanced_acc"] > 0.95 and r["s_balanced_acc"] < 0.6 and r["z_mi_share"] > 0.8
+
+
+def test_stacked_code_sets_score_as_their_matrices_stacked():
+    """MIG and SAP score each code alone, so the evaluation builds s + z's matrices from s's and z's: that must
+    equal scoring the concatenated codes, and the pairwise mutual information; SAP in two processes equals one."""
+    ys = _identity_data(n=1200, n_factors=3)
+    rng = np.random.default_rng(2)
+    a = np.vstack([ys[:2] + 0.3 * rng.normal(size=(2, 1200)), rng.normal(size=(2, 1200))])
+    b = np.vstack([ys[2:] + 0.3 * rng.normal(size=(1, 1200)), rng.normal(size=(1, 1200))])
+    both = np.vstack([a, b])
+    mi_a, mi_b = (metrics.mutual_info_matrix(metrics.discretize(c), ys) for c in (a, b))
+    mi_both = metrics.mutual_info_matrix(metrics.discretize(both), ys)
+    np.testing.assert_allclose(mi_both, np.vstack([mi_a, mi_b]))
+    disc = metrics.discretize(both)
+    pairwise = [[metrics.mutual_info(c, f) for f in ys] for c in disc]
+    np.testing.assert_allclose(mi_both, pairwise, rtol=1e-12)
+    assert metrics.mig_from_mutual_info(np.vstack([mi_a, mi_b]), ys) == metrics.mig(both, ys)
+    tr, te = slice(0, 800), slice(800, None)
+    sc = [metrics.sap_scores(c[:, tr], ys[:, tr], c[:, te], ys[:, te], n_jobs=j) for c, j in ((a, 2), (b, 1))]
+    whole = metrics.sap(both[:, tr], ys[:, tr], both[:, te], ys[:, te])
+    assert metrics.sap_from_scores(np.vstack(sc)) == whole
+    assert metrics.sap_scores(both[:, tr], ys[:, tr], both[:, te], ys[:, te], n_jobs=2).tolist() == whole["score"]
+    assert whole["sap"] > 0.1  # the planted codes stand out
+
+
+def test_dci_importance_columns_follow_the_factors():
+    """The trees fit factors in order of their number of values (largest first); the importance matrix must
+    still have one column per factor in the given order: code j holds factor j."""
+    rng = np.random.default_rng(3)
+    ys = np.stack([rng.integers(0, k, size=900) for k in (2, 7, 3, 5)])  # fitted in the order 1, 3, 2, 0
+    codes = ys.astype(float) + 0.05 * rng.normal(size=ys.shape)
+    imp, _, test_acc = metrics.importance_matrix(codes[:, :600], ys[:, :600], codes[:, 600:], ys[:, 600:], n_jobs=2)
+    assert imp.argmax(0).tolist() == [0, 1, 2, 3] and test_acc > 0.95

@@ -33,7 +33,7 @@ class DisentanglementSettings:
     n_test: int = 2000  # SAP
     dci_train: int = 600
     dci_test: int = 600
-    n_jobs: int = 2  # processes for DCI's trees
+    n_jobs: int = 2  # processes for DCI's trees, SAP's codes and the partition probes
     probe_share: float = 0.8  # characters whose images train the partition probes
     probe_images: int = 5000  # of their images, at most this many (a linear probe needs no more)
     seed: int = 0
@@ -69,14 +69,29 @@ def _balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(np.mean([np.mean(y_pred[y_true == c] == c) for c in classes]))
 
 
-def partition_table(parts: dict[str, np.ndarray], factors: np.ndarray, names: list[str], R: int, P: int,
-                    s: DisentanglementSettings) -> list[dict]:
-    """Per factor: balanced accuracy of a linear probe from each part (trained on the images of 80 % of
-    the characters, scored on the others' images) with chance beside it, and each part's share of the
-    summed per-dimension mutual information with the factor."""
+def _linear_probe(x_fit: np.ndarray, y_fit: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> float:
+    """Balanced test accuracy of a standardised logistic regression (rows are images)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
+
+    if len(np.unique(y_fit)) < 2:  # too few characters to vary it: the constant is all a probe learns
+        return _balanced_accuracy(y_test, np.full(len(y_test), y_fit[0]))
+    scale = StandardScaler().fit(x_fit)
+    clf = LogisticRegression(max_iter=200)
+    with warnings.catch_warnings():  # a probe stopped at its cap still scores what it learned
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(scale.transform(x_fit), y_fit)
+    return _balanced_accuracy(y_test, clf.predict(scale.transform(x_test)))
+
+
+def partition_table(parts: dict[str, np.ndarray], factors: np.ndarray, names: list[str], R: int, P: int,
+                    s: DisentanglementSettings, mutual_info: dict[str, np.ndarray] | None = None) -> list[dict]:
+    """Per factor: balanced accuracy of a linear probe from each part (trained on the images of 80 % of
+    the characters, scored on the others' images) with chance beside it, and each part's share of the
+    summed per-dimension mutual information with the factor (``mutual_info``: each part's (codes, factors)
+    matrix where the caller has it already). The probes run in ``s.n_jobs`` processes."""
+    from joblib import Parallel, delayed
 
     rng = np.random.default_rng(s.seed)
     train_chars = rng.permutation(R)[: int(round(s.probe_share * R))]
@@ -84,23 +99,21 @@ def partition_table(parts: dict[str, np.ndarray], factors: np.ndarray, names: li
     train[train_chars] = True
     train = train.ravel()
     fit = rng.permutation(np.flatnonzero(train))[:s.probe_images]
-    mi = {name: metrics.mutual_info_matrix(metrics.discretize(codes), factors) for name, codes in parts.items()}
+    mi = mutual_info or {}
+    mi = {name: mi[name] if name in mi else metrics.mutual_info_matrix(metrics.discretize(codes), factors)
+          for name, codes in parts.items()}
+    jobs = [(j, name) for j in range(len(names)) for name in parts]
+    accs = Parallel(n_jobs=s.n_jobs)(
+        delayed(_linear_probe)(parts[name][:, fit].T, factors[j][fit], parts[name][:, ~train].T, factors[j][~train])
+        for j, name in jobs)
+    acc = dict(zip(jobs, accs, strict=True))
     rows = []
     for j, fname in enumerate(names):
         y = factors[j]
         row = {"factor": fname, "kind": "identity" if fname in ATTRIBUTE_NAMES else "pose",
                "values": int(len(np.unique(y))), "chance": 1.0 / len(np.unique(y[~train]))}
-        for name, codes in parts.items():
-            if len(np.unique(y[fit])) < 2:  # too few characters to vary it: the constant is all a probe learns
-                row[f"{name}_balanced_acc"] = _balanced_accuracy(y[~train], np.full((~train).sum(), y[fit][0]))
-                row[f"{name}_mi"] = float(mi[name][:, j].sum())
-                continue
-            x = StandardScaler().fit(codes[:, fit].T)
-            clf = LogisticRegression(max_iter=200)
-            with warnings.catch_warnings():  # a probe stopped at its cap still scores what it learned
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                clf.fit(x.transform(codes[:, fit].T), y[fit])
-            row[f"{name}_balanced_acc"] = _balanced_accuracy(y[~train], clf.predict(x.transform(codes[:, ~train].T)))
+        for name in parts:
+            row[f"{name}_balanced_acc"] = acc[j, name]
             row[f"{name}_mi"] = float(mi[name][:, j].sum())
         total = sum(row[f"{n}_mi"] for n in parts)
         for name in parts:
@@ -130,21 +143,26 @@ def disentanglement_metrics(s_codes: np.ndarray, z_sample: np.ndarray, z_mean: n
 
     tr, te = split(settings.n_train, settings.n_test)
     dtr, dte = split(settings.dci_train, settings.dci_test)
-    reps = {"s": s_codes, "z": z_sample, "z_mean": z_mean, "s+z": np.concatenate([s_codes, z_sample])}
+    reps = {"s": s_codes, "z": z_sample, "z_mean": z_mean}
     out: dict = {"factors": names, "constant_factors": constant, "n_images": int(factors.shape[1]), "n_train": len(tr), "n_test": len(te),
                  "dci_train": len(dtr), "dci_test": len(dte), "mig": {}, "sap": {}}
-    for name, codes in reps.items():
-        m = metrics.mig(codes, factors)
+    # Both MIG and SAP score each code alone, so s + z's matrices are s's and z's stacked: computed once per part.
+    mi = {name: metrics.mutual_info_matrix(metrics.discretize(codes), factors) for name, codes in reps.items()}
+    sap = {name: metrics.sap_scores(codes[:, tr], factors[:, tr], codes[:, te], factors[:, te], n_jobs=settings.n_jobs)
+           for name, codes in reps.items()}
+    mi["s+z"], sap["s+z"] = np.vstack([mi["s"], mi["z"]]), np.vstack([sap["s"], sap["z"]])
+    for name in [*reps, "s+z"]:
+        m = metrics.mig_from_mutual_info(mi[name], factors)
         out["mig"][name] = {"mig": m["mig"], "per_factor": m["per_factor"]}
-        out["sap"][name] = {k: v for k, v in metrics.sap(codes[:, tr], factors[:, tr], codes[:, te],
-                                                          factors[:, te]).items() if k != "score"}
-    both = reps["s+z"]
-    out["mutual_info_s_z"] = metrics.mutual_info_matrix(metrics.discretize(both), factors).tolist()
+        out["sap"][name] = {k: v for k, v in metrics.sap_from_scores(sap[name]).items() if k != "score"}
+    both = np.concatenate([s_codes, z_sample])
+    out["mutual_info_s_z"] = mi["s+z"].tolist()
     d = metrics.dci(both[:, dtr], factors[:, dtr], both[:, dte], factors[:, dte], settings.seed, settings.n_jobs)
     imp = np.array(d.pop("importance"))
     ds = s_codes.shape[0]
     # Where the trees found each factor: the share of its importance on s's codes.
     d["importance_share_s"] = (imp[:ds].sum(0) / np.maximum(imp.sum(0), 1e-12)).tolist()
     out["dci"] = {"s+z": d}
-    out["partition"] = partition_table({"s": s_codes, "z": z_sample}, factors, names, R, P, settings)
+    out["partition"] = partition_table({"s": s_codes, "z": z_sample}, factors, names, R, P, settings,
+                                       {"s": mi["s"], "z": mi["z"]})
     return out

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from ccvae.data.dataset import SpritesDataset
+from ccvae.hardware import resolve_memory_format
 from ccvae.model import CCVAE
 
 
@@ -28,6 +30,21 @@ class Encodings:
         g = torch.Generator().manual_seed(seed)
         eps = torch.randn(self.z.shape, generator=g)
         return self.z + eps * torch.exp(0.5 * self.z_logvar)
+
+
+def prepare_for_eval(model: CCVAE, device: torch.device | str) -> CCVAE:
+    """``model`` on ``device`` in eval mode, in the layout its fp32 forward passes run fastest in.
+
+    Evaluation encodes and decodes in fp32. On a CPU, channels_last (NHWC) is what
+    ``train.memory_format=auto`` picks for fp32 (``hardware.resolve_memory_format``): the quick network decoded
+    31 % and encoded 36 % faster in it (2-core Zen 4), with decodes identical and encodings within 3e-6.
+    """
+    device = torch.device(device)
+    has_instance_norm = any(isinstance(m, nn.GroupNorm) for m in model.modules())
+    model = model.to(device).eval()
+    if resolve_memory_format("auto", device, "fp32", has_instance_norm) == "channels_last":
+        model = model.to(memory_format=torch.channels_last)  # 4-D weights only
+    return model
 
 
 @torch.no_grad()
@@ -55,6 +72,7 @@ def decode_batched(model: CCVAE, z: torch.Tensor, s: torch.Tensor, batch_size: i
     """decode(z, s) in batches; returns CPU float images (N, 3, 60, 60)."""
     model.eval()
     device = next(model.parameters()).device
-    out = [model.decode(z[i:i + batch_size].to(device), s[i:i + batch_size].to(device)).float().cpu()
+    # contiguous: a channels_last model (prepare_for_eval) decodes NHWC, and callers view the images as NCHW.
+    out = [model.decode(z[i:i + batch_size].to(device), s[i:i + batch_size].to(device)).float().cpu().contiguous()
            for i in range(0, len(z), batch_size)]
     return torch.cat(out)

@@ -26,7 +26,7 @@ from ccvae.evaluate.disentanglement import (
     disentanglement_metrics,
     factors_of,
 )
-from ccvae.evaluate.encode import Encodings, decode_batched, encode_rows
+from ccvae.evaluate.encode import Encodings, decode_batched, encode_rows, prepare_for_eval
 from ccvae.evaluate.latents import latent_stats
 from ccvae.evaluate.probes import ProbeSettings, fit_classifier, fit_predictor, r2_score
 from ccvae.evaluate.swap import per_image_mse, swap_metrics
@@ -155,7 +155,7 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSetti
     # Record what the probes ran in (``auto`` resolved), so metrics.json says which precision gave its numbers.
     on_device = lambda p: replace(p, device=str(device), precision=resolve_precision(p.precision, device))  # noqa: E731
     settings = replace(settings, probe=on_device(settings.probe), curve_probe=on_device(settings.curve_probe))
-    model = model.to(device).eval()
+    model = prepare_for_eval(model, device)
     torch.manual_seed(settings.seed)
 
     stages.start("encoding", f"encoding {data.n_images('all'):,} images")

@@ -40,16 +40,26 @@ def draw_swaps(R: int, P: int, n_swaps: int, seed: int) -> tuple[torch.Tensor, .
 
 
 def swap_metrics(model: CCVAE, data: SpritesDataset, enc: Encodings, n_swaps: int, seed: int,
-                 batch_size: int = 512) -> dict:
+                 batch_size: int = 512, n_reconstruct: int | None = None, diagnostics: bool = True) -> dict:
     """MSE / PSNR of ``n_swaps`` random ground-truth swaps among ``enc``'s characters, and of plain
-    reconstruction of all their images. PSNR is computed from the mean MSE."""
+    reconstruction of all their images (or of ``n_reconstruct`` of them drawn at random). PSNR is computed
+    from the mean MSE. ``diagnostics``: also the reference swaps that say where the swap's error comes from."""
     R, P = enc.z.shape[:2]
     a, b, k, k_other = draw_swaps(R, P, n_swaps, seed)
     swap = per_image_mse(model, data, enc.z[b, k], enc.s[a, k_other], enc.rows[a], k, batch_size)
-    # Plain reconstruction of every image of these characters: decode(z_mu, s) of the same image.
+    # Plain reconstruction of every image of these characters (or a seeded draw of them): decode(z_mu, s) of the image.
     rr = enc.rows.repeat_interleave(P)
     pp = torch.arange(P).repeat(R)
-    rec = per_image_mse(model, data, enc.z.flatten(0, 1), enc.s.flatten(0, 1), rr, pp, batch_size)
+    zz, ss = enc.z.flatten(0, 1), enc.s.flatten(0, 1)
+    if n_reconstruct is not None and n_reconstruct < R * P:
+        pick = torch.randperm(R * P, generator=torch.Generator().manual_seed(seed + 1))[:n_reconstruct]
+        rr, pp, zz, ss = rr[pick], pp[pick], zz[pick], ss[pick]
+    rec = per_image_mse(model, data, zz, ss, rr, pp, batch_size)
+    out = {"n_swaps": n_swaps, "swap_mse": swap.mean().item(), "swap_psnr": psnr(swap.mean().item()),
+           "reconstruction_mse": rec.mean().item(), "reconstruction_psnr": psnr(rec.mean().item()),
+           "n_reconstructed": len(rec)}
+    if not diagnostics:
+        return out
     # Reference point: the swap with z and s from A itself in pose k' (what "no transfer of pose" scores).
     no_pose = per_image_mse(model, data, enc.z[a, k_other], enc.s[a, k_other], enc.rows[a], k, batch_size)
     # Where the swap's error comes from: the same swap within one character (A's own z of pose k; what the
@@ -60,12 +70,7 @@ def swap_metrics(model: CCVAE, data: SpritesDataset, enc: Encodings, n_swaps: in
     pose_code = (z_sum[k] - enc.z[a, k]) / (R - 1)  # (n_swaps, style_dim); R >= 2, as B != A needs
     mean_code = per_image_mse(model, data, pose_code, enc.s[a, k_other], enc.rows[a], k, batch_size)
     return {
-        "n_swaps": n_swaps,
-        "swap_mse": swap.mean().item(),
-        "swap_psnr": psnr(swap.mean().item()),
-        "reconstruction_mse": rec.mean().item(),
-        "reconstruction_psnr": psnr(rec.mean().item()),
-        "n_reconstructed": len(rec),
+        **out,
         "wrong_pose_mse": no_pose.mean().item(),
         "wrong_pose_psnr": psnr(no_pose.mean().item()),
         "same_character_mse": same_char.mean().item(),
