@@ -1,6 +1,6 @@
 """Training step in the two memory formats (``train.memory_format``), timed interleaved.
 
-    python benchmarks/memory_format.py [--presets quick-v2,quick] [--precisions bf16,fp32] [--set KEY=VALUE]...
+    python benchmarks/memory_format.py [--presets quick-v2,quick-v3] [--precisions bf16,fp32] [--set KEY=VALUE]...
 
 One ``Trainer`` per (preset, precision, format), each warmed up, then ``--repeats`` rounds in which every
 trainer times ``--steps`` consecutive steps of its epoch order: the formats alternate within a round, so
@@ -28,7 +28,7 @@ FORMATS = ("contiguous", "channels_last")  # the two layouts; "auto" picks one o
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--presets", default="quick-v2,quick")
+    ap.add_argument("--presets", default="quick-v2,quick-v3")
     ap.add_argument("--precisions", default="bf16,fp32")
     ap.add_argument("--data", default=None)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

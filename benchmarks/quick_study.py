@@ -46,11 +46,13 @@ BIGDEC2 = ["model.dec_channels=[256,128,64,32]", "model.dec_hidden=1024"]
 FILM_KL1 = ["model.dec_film=true", "train.kl_coef=1.0"]
 JOINT = ["train.reverse_decoder_step=forward"]
 # The second quick preset (`--preset quick-v2`, the thirteenth round's bigdec-kl2-revdec) as overrides of PRESET
-# (quick-v1): the base of the fourteenth to eighteenth rounds. QUICK: today's quick preset, the nineteenth round's
-# bigdec2-kl2-revdec at ROUND_BUDGET_S (the epochs' cap lifted so that the budget ends every variant built on it).
+# (quick-v1): the base of the fourteenth to eighteenth rounds. QUICK_V3: the third quick preset, the nineteenth
+# round's bigdec2-kl2-revdec at ROUND_BUDGET_S (the epochs' cap lifted so that the budget ends every variant built on
+# it), the base of the twentieth and twenty-first rounds; the latter's rev3-rc30 is today's quick preset.
 KL2_REVDEC = ["train.kl_coef=2.0", "train.reverse_updates=all"]
 QUICK_V2 = BIGDEC + KL2_REVDEC
-QUICK = BIGDEC2 + KL2_REVDEC + ["train.epochs=10"]
+QUICK_V3 = BIGDEC2 + KL2_REVDEC + ["train.epochs=10"]
+REV3 = ["train.reverse_every=3", "train.reverse_cycle_coef=30"]
 # In order of priority: when a machine cannot fit them all (``--adapt-at``), the last ones are dropped.
 VARIANTS: dict[str, list[str]] = {
     "R-kl1-post": R + POST + ["train.kl_coef=1.0"],
@@ -116,7 +118,7 @@ VARIANTS: dict[str, list[str]] = {
     "bigdec-kl1.5-revdec-cos": BIGDEC + COS + ["train.kl_coef=1.5", "train.reverse_updates=all"],
     # Sixteenth round: the preset with a decoder twice as wide again (256-128-64-32 channels, 1,024 hidden), at a
     # larger budget (SHARP_BUDGET_S: 12,000 steps); train.epochs=10 so the budget, not quick-v1's 4 epochs, ends it.
-    "bigdec2-kl2-revdec": QUICK,
+    "bigdec2-kl2-revdec": QUICK_V3,
     # Seventeenth round: the preset with z of 8 dimensions (it keeps 5-7 active of 64) and a lower KL, so the nats
     # a lower KL frees sharpen the pose dimensions instead of opening new ones for identity (KL 1 on 64: 2.4x chance).
     "bigdec-kl1-revdec-z8": BIGDEC + ["train.kl_coef=1.0", "train.reverse_updates=all", "model.style_dim=8"],
@@ -137,10 +139,14 @@ VARIANTS: dict[str, list[str]] = {
                                               "train.cross_cycle_updates=decoder"],
     "bigdec-kl2-revdec-ccdec0.5-p16": QUICK_V2 + ["train.cross_cycle_coef=0.5", "train.cross_cycle_pairs=16",
                                                 "train.cross_cycle_updates=decoder"],
-    # Nineteenth round: bigdec2-kl2-revdec at ROUND_BUDGET_S (5,056 steps), today's quick preset. Twentieth: that
+    # Nineteenth round: bigdec2-kl2-revdec at ROUND_BUDGET_S (5,056 steps), the third quick preset. Twentieth: that
     # preset with a doubled learning rate, or with batch 16 (more, cheaper steps for the same budget).
-    "bigdec2-kl2-revdec-lr2e-3": QUICK + ["train.lr=2e-3"],
-    "bigdec2-kl2-revdec-b16": QUICK + ["train.batch_size=16"],
+    "bigdec2-kl2-revdec-lr2e-3": QUICK_V3 + ["train.lr=2e-3"],
+    "bigdec2-kl2-revdec-b16": QUICK_V3 + ["train.batch_size=16"],
+    # Twenty-first round: the reverse cycle (with the decoder's terms, 50-60 % of the preset's step) every second or
+    # third step at two or three times the weight, the same mean pressure, so the budget buys more steps.
+    "bigdec2-kl2-revdec-rev2-rc20": QUICK_V3 + ["train.reverse_every=2", "train.reverse_cycle_coef=20"],
+    "bigdec2-kl2-revdec-rev3-rc30": QUICK_V3 + REV3,
 }
 
 

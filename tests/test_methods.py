@@ -222,7 +222,8 @@ def test_method_config_errors(override, needle):
 def test_every_study_variant_is_a_valid_config_with_a_cost():
     """Each row of ``benchmarks/quick_study.py`` builds (a typo in an override would otherwise surface 30 minutes into
     a study run) and has its CPU step time; the thirteenth round's winner at its budget is quick-v2, the sixteenth round's row
-    at its budget quick-sharp, and the same row at the rounds' budget today's quick preset (nineteenth round)."""
+    at its budget quick-sharp, the same row at the rounds' budget quick-v3 (nineteenth round), and the twenty-first
+    round's reverse cycle every third step on it today's quick preset."""
     import json
     from pathlib import Path
 
@@ -238,11 +239,14 @@ def test_every_study_variant_is_a_valid_config_with_a_cost():
             *sets, *study.decay_sets(sets, steps, study.DECAY_AT), f"train.max_steps={steps}"])
         assert configs[name].train.max_steps == steps, name
     assert configs["bigdec-kl2-revdec"] == build_config("quick-v2")
-    # The nineteenth round's row is today's quick preset but for the epochs' cap (the row's 10, the preset's 4: its
-    # 5,056 steps end inside the second epoch either way); the sixteenth round's row at its own budget is quick-sharp
-    # (epochs capped at 5, after its 12,000 steps).
+    # The nineteenth round's row is quick-v3 and the twenty-first round's rev3-rc30 today's quick preset, but for the
+    # epochs' cap (the rows' 10, the presets' 4: their 5,056 and 8,371 steps end inside the second and fourth epoch
+    # either way); the sixteenth round's row at its own budget is quick-sharp (epochs capped at 5, after its 12,000
+    # steps).
     assert configs["bigdec2-kl2-revdec"].train.max_steps == 5_056
-    assert configs["bigdec2-kl2-revdec"] == build_config("quick", overrides=["train.epochs=10"])
+    assert configs["bigdec2-kl2-revdec"] == build_config("quick-v3", overrides=["train.epochs=10"])
+    assert configs["bigdec2-kl2-revdec-rev3-rc30"].train.max_steps == 8_371
+    assert configs["bigdec2-kl2-revdec-rev3-rc30"] == build_config("quick", overrides=["train.epochs=10"])
     sets = study.VARIANTS["bigdec2-kl2-revdec"]
     steps = int(study.SHARP_BUDGET_S / times["bigdec2-kl2-revdec"])
     assert steps == 12_000
@@ -255,15 +259,19 @@ def test_quick_presets_of_the_baselines():
     the baselines were sized on, narrower than today's quick preset's), the method's own terms."""
     first = build_config("quick-v1")
     assert first.model.dec_channels == (64, 32, 32, 16) and first.model.dec_hidden == 256
-    # quick-v1 is quick-v2 without what the thirteenth round added (the study's rows rerun on it), and today's
-    # quick preset is quick-v2 with the nineteenth round's wider decoder and fewer steps.
-    second, today = build_config("quick-v2"), build_config("quick")
+    # quick-v1 is quick-v2 without what the thirteenth round added (the study's rows rerun on it), quick-v3 is
+    # quick-v2 with the nineteenth round's wider decoder and fewer steps, and today's quick preset is quick-v3 with
+    # the twenty-first round's reverse cycle every third step, at three times the weight, for more steps.
+    second, third, today = build_config("quick-v2"), build_config("quick-v3"), build_config("quick")
     assert build_config("quick-v1", overrides=[
         "model.dec_channels=[128,64,32,16]", "model.dec_hidden=512", "train.kl_coef=2.0", "train.reverse_updates=all",
         "train.lr_decay_steps=6557", "train.max_steps=7882"]) == second
     assert build_config("quick-v2", overrides=[
         "model.dec_channels=[256,128,64,32]", "model.dec_hidden=1024", "train.lr_decay_steps=4206",
-        "train.max_steps=5056"]) == today
+        "train.max_steps=5056"]) == third
+    assert build_config("quick-v3", overrides=[
+        "train.reverse_every=3", "train.reverse_cycle_coef=30", "train.lr_decay_steps=6964",
+        "train.max_steps=8371"]) == today
     for name in ("mathieu", "szabo", "mlvae"):
         cfg = build_config("quick", method=name)
         assert cfg.method.name == name and cfg.model == first.model

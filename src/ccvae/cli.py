@@ -14,8 +14,8 @@ from ccvae import __version__
 from ccvae.errors import UserError
 
 # Spelled out here so that ``--help`` needs no torch import; tests check them against config.PRESETS / METHOD_NAMES.
-PRESET_NAMES = ("paper", "paper-z512-s64", "paper-z1024-s512", "quick", "quick-v1", "quick-v2", "quick-sharp", "quick-mathieu", "quick-szabo", "quick-mlvae",
-                "smoke")
+PRESET_NAMES = ("paper", "paper-z512-s64", "paper-z1024-s512", "quick", "quick-v1", "quick-v2", "quick-v3",
+                "quick-sharp", "quick-mathieu", "quick-szabo", "quick-mlvae", "smoke")
 METHOD_NAMES = ("ccvae", "mathieu", "szabo", "mlvae")
 
 EXIT_CODES = """exit codes:
@@ -209,9 +209,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="paper",
                    choices=PRESET_NAMES,
                    help="paper: the reference run (z 512 / s 512, 150 epochs); paper-z512-s64, paper-z1024-s512: "
-                        "the paper's Table 1 rows; quick: 5,056 steps, 15-40 min on a 2-core CPU; quick-sharp: the "
-                        "same network for 12,000 steps, sharper swaps in about 2.4x quick's training; quick-v1, "
-                        "quick-v2: the earlier quick presets; quick-<method>: "
+                        "the paper's Table 1 rows; quick: 8,371 steps, 15-40 min on a 2-core CPU; quick-sharp: "
+                        "quick-v3 for 12,000 steps; quick-v1, quick-v2, quick-v3: the earlier quick presets; "
+                        "quick-<method>: "
                         "the quick budget tuned for a baseline; smoke: seconds")
     p.add_argument("--method", choices=METHOD_NAMES,
                    help="ccvae (default): the cycle-consistent VAE; mathieu: Mathieu et al. 2016; szabo: Szabo et al. "

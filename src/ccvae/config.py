@@ -301,23 +301,34 @@ _QUICK_V2: dict[str, dict[str, Any]] = {
                   "reverse_updates": "all"},
 }
 
-# The quick preset: _QUICK_V2 with its decoder twice as wide again (256-128-64-32, hidden 1,024), trained for the
-# same CPU budget: 5,056 steps at its 1.56x step cost, the lr decay at the same 83 % of the run (the study's
-# `bigdec2-kl2-revdec` at the budget of 610 CPU-seconds, nineteenth round, two seeds). Against _QUICK_V2: swap
-# 21.17 / 21.01 dB (20.53 / 20.30), unseen identity from s 95.4 / 95.2 %, pose from sampled z 80.0 / 80.9 %
-# (78.9 / 79.4), identity from sampled z still at chance. Fewer steps of a wider decoder beat more of a narrower.
-_QUICK: dict[str, dict[str, Any]] = {
+# The third quick preset (up to the twenty-first study round): _QUICK_V2 with its decoder twice as wide again
+# (256-128-64-32, hidden 1,024), trained for the same CPU budget: 5,056 steps at its 1.56x step cost, the lr decay at
+# the same 83 % of the run (the study's `bigdec2-kl2-revdec` at the budget of 610 CPU-seconds, nineteenth round, two
+# seeds). Against _QUICK_V2: swap 21.17 / 21.01 dB (20.53 / 20.30), unseen identity from s 95.4 / 95.2 %, pose from
+# sampled z 80.0 / 80.9 % (78.9 / 79.4), identity from sampled z still at chance. Fewer steps of a wider decoder beat
+# more of a narrower.
+_QUICK_V3: dict[str, dict[str, Any]] = {
         "model": {**_QUICK_V2["model"], "dec_channels": [256, 128, 64, 32], "dec_hidden": 1024},
         "train": {**_QUICK_V2["train"], "max_steps": 5_056, "lr_decay_steps": 4_206},
 }
 
+# The quick preset: _QUICK_V3 with the reverse cycle every third step at three times the weight (30; the same mean
+# pressure), which buys 8,371 steps instead of 5,056 in the same CPU budget: with the decoder's terms the reverse
+# cycle was 50-60 % of a step (the study's `bigdec2-kl2-revdec-rev3-rc30`, twenty-first round, three seeds; the lr
+# decay at the same 83 % of the run). Against _QUICK_V3: see docs/quick-study.md, twenty-first round.
+_QUICK: dict[str, dict[str, Any]] = {
+        "model": dict(_QUICK_V3["model"]),
+        "train": {**_QUICK_V3["train"], "max_steps": 8_371, "lr_decay_steps": 6_964, "reverse_every": 3,
+                  "reverse_cycle_coef": 30.0},
+}
 
-# The quick preset trained longer: 12,000 steps (the study's `bigdec2-kl2-revdec` at 1,448 CPU-seconds of the study's
-# scale against 610, sixteenth round, two seeds): about 25 minutes of training on a 2-core Zen 5 or an Intel Xeon
-# with AMX, 48 on a Zen 4, so it is not the quick preset itself; the lr decay at the same 83 % of the run.
+
+# The third quick preset trained longer: 12,000 steps (the study's `bigdec2-kl2-revdec` at 1,448 CPU-seconds of the
+# study's scale against 610, sixteenth round, two seeds): about 25 minutes of training on a 2-core Zen 5 or an Intel
+# Xeon with AMX, 48 on a Zen 4, so it is not a quick preset itself; the lr decay at the same 83 % of the run.
 _QUICK_SHARP: dict[str, dict[str, Any]] = {
-        "model": dict(_QUICK["model"]),
-        "train": {**_QUICK["train"], "epochs": 5, "max_steps": 12_000, "lr_decay_steps": 9_983},
+        "model": dict(_QUICK_V3["model"]),
+        "train": {**_QUICK_V3["train"], "epochs": 5, "max_steps": 12_000, "lr_decay_steps": 9_983},
 }
 
 
@@ -339,10 +350,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "paper-z512-s64": {"model": {"style_dim": 512, "class_dim": 64}},
     "paper-z1024-s512": {"model": {"style_dim": 1024, "class_dim": 512}},
     "quick": _QUICK,
-    # The first quick preset (up to the thirteenth study round; README's `runs/quick-v5`) and the second (up to the
-    # nineteenth), kept so that their results and the study's earlier rows rerun as they ran.
+    # The first quick preset (up to the thirteenth study round; README's `runs/quick-v5`), the second (up to the
+    # nineteenth) and the third (up to the twenty-first), kept so that their results and the study's earlier rows
+    # rerun as they ran.
     "quick-v1": _QUICK_V1,
     "quick-v2": _QUICK_V2,
+    "quick-v3": _QUICK_V3,
     # Sharper swaps for about 2.5 times the quick preset's training (docs/quick-study.md, sixteenth round).
     "quick-sharp": _QUICK_SHARP,
     # The baselines at the quick budget: the first quick preset's backbone and optimiser, each method's own
