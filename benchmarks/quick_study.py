@@ -52,7 +52,6 @@ JOINT = ["train.reverse_decoder_step=forward"]
 KL2_REVDEC = ["train.kl_coef=2.0", "train.reverse_updates=all"]
 QUICK_V2 = BIGDEC + KL2_REVDEC
 QUICK_V3 = BIGDEC2 + KL2_REVDEC + ["train.epochs=10"]
-REV3 = ["train.reverse_every=3", "train.reverse_cycle_coef=30"]
 # In order of priority: when a machine cannot fit them all (``--adapt-at``), the last ones are dropped.
 VARIANTS: dict[str, list[str]] = {
     "R-kl1-post": R + POST + ["train.kl_coef=1.0"],
@@ -146,7 +145,7 @@ VARIANTS: dict[str, list[str]] = {
     # Twenty-first round: the reverse cycle (with the decoder's terms, 50-60 % of the preset's step) every second or
     # third step at two or three times the weight, the same mean pressure, so the budget buys more steps.
     "bigdec2-kl2-revdec-rev2-rc20": QUICK_V3 + ["train.reverse_every=2", "train.reverse_cycle_coef=20"],
-    "bigdec2-kl2-revdec-rev3-rc30": QUICK_V3 + REV3,
+    "bigdec2-kl2-revdec-rev3-rc30": QUICK_V3 + ["train.reverse_every=3", "train.reverse_cycle_coef=30"],
 }
 
 

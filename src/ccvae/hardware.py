@@ -88,6 +88,11 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return name
 
 
+def has_instance_norm(module: torch.nn.Module) -> bool:
+    """True where ``module`` holds instance norm (``GroupNorm``, model._norm), whose NHWC kernels are slow."""
+    return any(isinstance(m, torch.nn.GroupNorm) for m in module.modules())
+
+
 def resolve_memory_format(name: str, device: torch.device, precision: str, has_instance_norm: bool) -> str:
     """``auto`` -> the layout measured faster for this step (benchmarks/memory_format.py, 2-core CPUs):
 

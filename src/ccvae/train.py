@@ -35,6 +35,7 @@ from ccvae.errors import UserError
 from ccvae.fileio import DirLock, atomic_path, ensure_writable, write_json
 from ccvae.hardware import (
     DistInfo,
+    has_instance_norm,
     init_distributed,
     resolve_memory_format,
     resolve_precision,
@@ -115,7 +116,7 @@ class Trainer:
         self.method = build_method(cfg, self.model, fast=fast).to(device)
         self.memory_format = resolve_memory_format(
             t.memory_format, device, self.precision,
-            has_instance_norm=any(isinstance(m, nn.GroupNorm) for m in self.method.modules()))
+            has_instance_norm=has_instance_norm(self.method))
         if self.memory_format == "channels_last":  # 4-D weights only; before the optimisers, whose state follows
             self.method.to(memory_format=torch.channels_last)
         self.step_module: nn.Module = self.method

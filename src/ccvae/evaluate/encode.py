@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from ccvae.data.dataset import SpritesDataset
-from ccvae.hardware import resolve_memory_format
+from ccvae.hardware import has_instance_norm, resolve_memory_format
 from ccvae.model import CCVAE
 
 
@@ -40,9 +39,8 @@ def prepare_for_eval(model: CCVAE, device: torch.device | str) -> CCVAE:
     31 % and encoded 36 % faster in it (2-core Zen 4), with decodes identical and encodings within 3e-6.
     """
     device = torch.device(device)
-    has_instance_norm = any(isinstance(m, nn.GroupNorm) for m in model.modules())
     model = model.to(device).eval()
-    if resolve_memory_format("auto", device, "fp32", has_instance_norm) == "channels_last":
+    if resolve_memory_format("auto", device, "fp32", has_instance_norm(model)) == "channels_last":
         model = model.to(memory_format=torch.channels_last)  # 4-D weights only
     return model
 
