@@ -146,6 +146,9 @@ VARIANTS: dict[str, list[str]] = {
     # third step at two or three times the weight, the same mean pressure, so the budget buys more steps.
     "bigdec2-kl2-revdec-rev2-rc20": QUICK_V3 + ["train.reverse_every=2", "train.reverse_cycle_coef=20"],
     "bigdec2-kl2-revdec-rev3-rc30": QUICK_V3 + ["train.reverse_every=3", "train.reverse_cycle_coef=30"],
+    # Twenty-second round: every fourth or sixth step at four or six times the weight (more steps again).
+    "bigdec2-kl2-revdec-rev4-rc40": QUICK_V3 + ["train.reverse_every=4", "train.reverse_cycle_coef=40"],
+    "bigdec2-kl2-revdec-rev6-rc60": QUICK_V3 + ["train.reverse_every=6", "train.reverse_cycle_coef=60"],
 }
 
 

@@ -194,6 +194,28 @@ def test_leakage_probes_see_what_sampling_passes_on(active):
     assert stats["active_units"] == (6 if active else 2)
 
 
+def test_classifier_probes_in_two_processes_equal_one_after_another():
+    """The probes' processes run one thread each; at one thread in this process, the results are the same bits."""
+    from ccvae.evaluate.runner import _pose_split, classifier_task
+
+    enc = _planted(True)
+    R, P = enc.z.shape[:2]
+    mask = _pose_split(R, P, 0.8, torch.Generator().manual_seed(0))
+    labels = torch.arange(R)[:, None].expand(R, P)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runs = [classifier_task(enc, labels, mask, R, EvalSettings(probe=ProbeSettings(max_epochs=3), n_jobs=n), seed=0)
+                for n in (1, 2)]
+    finally:
+        torch.set_num_threads(threads)
+    (one, one_extra), (two, two_extra) = runs
+    assert one == two and one_extra["curves"] == two_extra["curves"]
+    assert 0 < one["s"]["train_loss"] and one["z"]["test_acc"] > 0.5  # trained, not a default
+    x = enc.s.flatten(0, 1)[:50]
+    assert torch.equal(one_extra["fitted"]["s"].predict(x), two_extra["fitted"]["s"].predict(x))
+
+
 def test_probe_splits_are_seeded_and_hold_out_what_each_task_needs():
     from ccvae.evaluate.runner import probe_splits
 
@@ -272,6 +294,25 @@ def test_learning_curve_scores_every_kept_checkpoint(tmp_path, data):
                         "disentanglement", "figures", "learning_curve"]
     assert all(v >= 0 for v in st.values()) and st["learning_curve"] > 0
     assert 0.9 * m["eval_wall_s"] - 0.5 <= sum(st.values()) <= m["eval_wall_s"] + 0.5
+
+
+def test_learning_curve_skips_a_checkpoint_next_to_a_later_one(tmp_path, data, monkeypatch):
+    """An epoch checkpoint within ``min_gap`` of the run's steps of last.pt adds no point; farther, it is scored."""
+    from ccvae.evaluate import curve
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--preset", "smoke", "--out", str(run), "--quiet", "--device", "cpu",
+                 "--max-steps", "269"]) == 0  # epoch_1 at 267, last at 269: 2 steps <= 1 % of 269
+    monkeypatch.setattr(curve, "score_checkpoint", lambda model, d, s: {"scored": True})
+    (_, cfg), ds = load_run(run), load_dataset(data)
+    settings = curve.CurveSettings(ProbeSettings())
+    logged: list[str] = []
+    rows = curve.learning_curve(run, cfg, ds, torch.device("cpu"), settings, logged.append)
+    assert [(r["checkpoint"], r["step"]) for r in rows] == [("last.pt", 269)]
+    assert any("epoch_1.pt (step 267) skipped" in m for m in logged)
+    rows = curve.learning_curve(run, cfg, ds, torch.device("cpu"), curve.CurveSettings(ProbeSettings(), min_gap=0.005),
+                                logged.append)
+    assert [r["step"] for r in rows] == [267, 269]
 
 
 def test_report_opens_with_grid_and_headline_numbers(run):
