@@ -37,7 +37,7 @@ class CurveSettings:
 
 
 def kept_checkpoints(run_dir: Path) -> list[Path]:
-    """``epoch_N.pt`` in epoch order, then ``last.pt`` (skipped where it repeats the last epoch's step)."""
+    """``epoch_N.pt`` in epoch order, then ``last.pt``; ``learning_curve`` drops those next to a later one."""
     ckpt = run_dir / "checkpoints"
     epochs = sorted(ckpt.glob("epoch_*.pt"), key=lambda p: int(re.findall(r"\d+", p.stem)[0]))
     last = ckpt / "last.pt"
