@@ -69,9 +69,34 @@ def ccvae(*argv: str, env: dict | None = None, timeout: float = 240, preexec=Non
     return p.returncode, p.stderr
 
 
-def spawn(*argv: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "ccvae", *argv], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=ENV)
+def spawn(*argv: str, session: bool = False) -> subprocess.Popen:
+    """``ccvae ARGV`` in the background, stderr piped; ``session``: its own process group (a terminal's Ctrl-C
+    reaches the whole group). Its processes carry ``p.tag`` in their environment, so that ``left_running`` finds
+    any that outlive it."""
+    tag = f"{os.getpid()}-{time.monotonic_ns()}"
+    p = subprocess.Popen([sys.executable, "-m", "ccvae", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True, env={**ENV, "CCVAE_DRILL_TAG": tag}, start_new_session=session)
+    p.tag = tag
+    return p
+
+
+def left_running(p: subprocess.Popen, grace: float = 5.0) -> str:
+    """Processes of ``spawn``'s command still alive ``grace`` seconds after it exited ("" = none)."""
+    marker = f"CCVAE_DRILL_TAG={p.tag}".encode()
+
+    def alive() -> list[str]:
+        found = []
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                if marker in (proc / "environ").read_bytes().split(b"\0"):
+                    found.append(proc.name)
+            except OSError:  # gone meanwhile, or not ours
+                pass
+        return found
+
+    wait_for(lambda: not alive(), timeout=grace)
+    pids = alive()
+    return f"{len(pids)} processes left running ({' '.join(pids)})" if pids else ""
 
 
 def train(ws: dict, out: Path, *extra: str, data: Path | None = None) -> tuple[int, str]:
@@ -502,14 +527,41 @@ def c_evaluate_read_only(root, ws):
     return Outcome(code, err, note="" if took < 30 else f"failed only after {took:.0f} s")
 
 
-def c_sigterm_during_evaluate(root, ws):
+def _interrupt_evaluate(root, ws, stage: str, delay: float, group: bool) -> Outcome:
+    """Signal ``ccvae evaluate`` ``delay`` s after its progress line ``stage``: SIGTERM to the command, or SIGINT to
+    its process group (a terminal's Ctrl-C). Exit 130, one line, no temp folder, no worker process left."""
+    import threading
+
     run = trained(ws, "run")
-    p = spawn("evaluate", str(run), "--data", str(ws["D"]), "--device", "cpu", "--quiet")
-    wait_for(lambda: any(run.glob(".eval-*")), timeout=60)
-    time.sleep(1.0)
-    p.send_signal(signal.SIGTERM)
-    _, err = p.communicate(timeout=60)
-    return Outcome(p.returncode, err, leftovers=" ".join(hidden(run)))
+    p = spawn("evaluate", str(run), "--data", str(ws["D"]), "--device", "cpu", session=group)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(p.stderr.readline, "")), daemon=True)
+    reader.start()  # the progress lines ("evaluate: ..." on stderr) say where it is
+    reached = wait_for(lambda: any(stage in ln for ln in list(lines)), timeout=120)
+    time.sleep(delay)
+    if group:
+        os.killpg(p.pid, signal.SIGINT)
+    else:
+        p.send_signal(signal.SIGTERM)
+    p.wait(timeout=60)
+    reader.join(timeout=30)  # EOF comes once every process holding its stderr is gone
+    notes = ([] if reached else [f"never reached '{stage}'"]) + (["stderr held open after exit"] if reader.is_alive() else [])
+    err = "".join(ln for ln in list(lines) if not ln.startswith("evaluate: "))  # what it said besides its progress
+    left = " ".join([*hidden(run), left_running(p)]).strip()
+    return Outcome(p.returncode, err, leftovers=left, note="; ".join(notes))
+
+
+def c_sigterm_during_evaluate(root, ws):
+    return _interrupt_evaluate(root, ws, "predictors", 1.0, group=False)
+
+
+def c_sigterm_during_disentanglement(root, ws):
+    return _interrupt_evaluate(root, ws, "disentanglement metrics", 1.0, group=False)
+
+
+def c_ctrl_c_during_probes(root, ws):
+    # 1 s into the first probes: the worker processes are starting or fitting
+    return _interrupt_evaluate(root, ws, "classifiers: identity_all", 1.0, group=True)
 
 
 def c_evaluate_no_checkpoint(root, ws):
@@ -637,6 +689,8 @@ CASES = [
     Case("train: out of memory", "7", 2, c_out_of_memory),
     Case("evaluate: read-only run folder", "5", 2, c_evaluate_read_only, needs_root=True),
     Case("evaluate: SIGTERM mid-way", "15", 130, c_sigterm_during_evaluate),
+    Case("evaluate: SIGTERM in the disentanglement metrics", "", 130, c_sigterm_during_disentanglement),
+    Case("evaluate: Ctrl-C to the process group in the probes", "", 130, c_ctrl_c_during_probes),
     Case("evaluate: folder without a checkpoint", "", 2, c_evaluate_no_checkpoint),
     Case("report: metrics.json lacks a key", "13", 2, c_report_metrics_missing_key),
     Case("report: metrics.json field of the wrong type", "13", 2, c_report_metrics_wrong_type),

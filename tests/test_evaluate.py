@@ -194,6 +194,28 @@ def test_leakage_probes_see_what_sampling_passes_on(active):
     assert stats["active_units"] == (6 if active else 2)
 
 
+def test_classifier_probes_in_two_processes_equal_one_after_another():
+    """The probes' processes run one thread each; at one thread in this process, the results are the same bits."""
+    from ccvae.evaluate.runner import _pose_split, classifier_task
+
+    enc = _planted(True)
+    R, P = enc.z.shape[:2]
+    mask = _pose_split(R, P, 0.8, torch.Generator().manual_seed(0))
+    labels = torch.arange(R)[:, None].expand(R, P)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runs = [classifier_task(enc, labels, mask, R, EvalSettings(probe=ProbeSettings(max_epochs=3), n_jobs=n), seed=0)
+                for n in (1, 2)]
+    finally:
+        torch.set_num_threads(threads)
+    (one, one_extra), (two, two_extra) = runs
+    assert one == two and one_extra["curves"] == two_extra["curves"]
+    assert 0 < one["s"]["train_loss"] and one["z"]["test_acc"] > 0.5  # trained, not a default
+    x = enc.s.flatten(0, 1)[:50]
+    assert torch.equal(one_extra["fitted"]["s"].predict(x), two_extra["fitted"]["s"].predict(x))
+
+
 def test_probe_splits_are_seeded_and_hold_out_what_each_task_needs():
     from ccvae.evaluate.runner import probe_splits
 

@@ -1,4 +1,4 @@
-"""The fault drill of ``benchmarks/faults.py`` (53 cases through the ``ccvae`` command), one test per case.
+"""The fault drill of ``benchmarks/faults.py`` (55 cases through the ``ccvae`` command), one test per case.
 
 Each case guards a promise of the README (exit code, one line, no traceback, nothing left behind,
 usable afterwards); the defect numbers of the fault campaign are in ``faults.CASES``.

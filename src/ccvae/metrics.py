@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ccvae.workers import parallel_map
+
 NUM_BINS = 20  # disentanglement_lib's default histogram discretisation
 
 
@@ -133,14 +135,12 @@ def importance_matrix(codes_train: np.ndarray, factors_train: np.ndarray, codes_
     """Gradient-boosted trees per factor (scikit-learn's defaults, as disentanglement_lib): their
     feature importances (num_codes, num_factors), mean train and test accuracy. ``n_jobs``: factors
     fitted in parallel processes (the trees themselves are single-threaded)."""
-    from joblib import Parallel, delayed
-
     # Factors with the most values first: a K-valued factor grows K trees a stage, and the 13 frames' alone took a
     # third of the evaluation's DCI (20.6 of 64 s); started last, it left one process idle for most of it.
     n_factors = factors_train.shape[0]
     order = sorted(range(n_factors), key=lambda j: -len(np.unique(factors_train[j])))
-    done = Parallel(n_jobs=n_jobs)(
-        delayed(_fit_trees)(codes_train.T, factors_train[j], codes_test.T, factors_test[j], seed) for j in order)
+    done = parallel_map(_fit_trees, [(codes_train.T, factors_train[j], codes_test.T, factors_test[j], seed)
+                                     for j in order], n_jobs)
     fits = [done[order.index(j)] for j in range(n_factors)]
     imp = np.stack([f[0] for f in fits], axis=1)
     return imp, float(np.mean([f[1] for f in fits])), float(np.mean([f[2] for f in fits]))
@@ -166,13 +166,20 @@ def sap(codes_train: np.ndarray, factors_train: np.ndarray, codes_test: np.ndarr
 def sap_scores(codes_train: np.ndarray, factors_train: np.ndarray, codes_test: np.ndarray, factors_test: np.ndarray,
                continuous_factors: bool = False, n_jobs: int = 1) -> np.ndarray:
     """SAP's (num_codes, num_factors) score matrix. Each code is scored alone, so the matrix of two code sets
-    stacked is their two matrices stacked. ``n_jobs``: codes scored in parallel processes."""
-    from joblib import Parallel, delayed
+    stacked is their two matrices stacked. ``n_jobs``: codes scored in that many processes (``workers.parallel_map``)."""
+    # A few chunks of codes per process, not one job per code: each job carries all the factors (0.4 MB at the
+    # evaluation's 3,000 + 2,000 images), and a code set has 64 to 1,024 codes.
+    chunks = [c for c in np.array_split(np.arange(codes_train.shape[0]), 4 * max(n_jobs, 1)) if len(c)]
+    done = parallel_map(_sap_rows, [(codes_train[c], factors_train, codes_test[c], factors_test, continuous_factors)
+                                    for c in chunks], n_jobs)
+    return np.array([row for rows in done for row in rows]).reshape(codes_train.shape[0], factors_train.shape[0])
 
-    rows = Parallel(n_jobs=n_jobs)(
-        delayed(_sap_row)(codes_train[i], factors_train, codes_test[i], factors_test, continuous_factors)
-        for i in range(codes_train.shape[0]))
-    return np.array(rows).reshape(codes_train.shape[0], factors_train.shape[0])
+
+def _sap_rows(codes_train: np.ndarray, factors_train: np.ndarray, codes_test: np.ndarray, factors_test: np.ndarray,
+              continuous_factors: bool) -> list[list[float]]:
+    """``_sap_row`` for each of a chunk of codes."""
+    return [_sap_row(a, factors_train, b, factors_test, continuous_factors)
+            for a, b in zip(codes_train, codes_test, strict=True)]
 
 
 def _sap_row(code_train: np.ndarray, factors_train: np.ndarray, code_test: np.ndarray, factors_test: np.ndarray,

@@ -16,6 +16,7 @@ import numpy as np
 
 from ccvae import metrics
 from ccvae.data.dataset import SpritesDataset
+from ccvae.workers import parallel_map
 
 ATTRIBUTE_NAMES = tuple(f"attribute_{i}" for i in range(7))
 POSE_FACTORS = ("action", "direction", "frame")
@@ -91,8 +92,6 @@ def partition_table(parts: dict[str, np.ndarray], factors: np.ndarray, names: li
     the characters, scored on the others' images) with chance beside it, and each part's share of the
     summed per-dimension mutual information with the factor (``mutual_info``: each part's (codes, factors)
     matrix where the caller has it already). The probes run in ``s.n_jobs`` processes."""
-    from joblib import Parallel, delayed
-
     rng = np.random.default_rng(s.seed)
     train_chars = rng.permutation(R)[: int(round(s.probe_share * R))]
     train = np.zeros((R, P), dtype=bool)
@@ -103,9 +102,8 @@ def partition_table(parts: dict[str, np.ndarray], factors: np.ndarray, names: li
     mi = {name: mi[name] if name in mi else metrics.mutual_info_matrix(metrics.discretize(codes), factors)
           for name, codes in parts.items()}
     jobs = [(j, name) for j in range(len(names)) for name in parts]
-    accs = Parallel(n_jobs=s.n_jobs)(
-        delayed(_linear_probe)(parts[name][:, fit].T, factors[j][fit], parts[name][:, ~train].T, factors[j][~train])
-        for j, name in jobs)
+    accs = parallel_map(_linear_probe, [(parts[name][:, fit].T, factors[j][fit], parts[name][:, ~train].T,
+                                         factors[j][~train]) for j, name in jobs], s.n_jobs)
     acc = dict(zip(jobs, accs, strict=True))
     rows = []
     for j, fname in enumerate(names):
