@@ -107,6 +107,18 @@ def test_classifier_probe_planted_and_noise():
     assert abs(bad.test_acc - 1 / k) < 0.06
 
 
+def test_probe_stops_early_only_past_the_share_of_its_schedule():
+    """A training metric that never improves after epoch 1 (min_delta of 100 points) stops the probe at
+    ``patience`` epochs later, but not before ``stop_after`` of the schedule."""
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(600, 8, generator=g), torch.randint(3, (600,), generator=g)
+    epochs = {share: fit_classifier(x[:500], y[:500], x[500:], y[500:], 3,
+                                    ProbeSettings(max_epochs=10, patience=2, min_delta=1.0, stop_after=share),
+                                    seed=0).epochs
+              for share in (0.0, 0.5, 1.0)}
+    assert epochs == {0.0: 3, 0.5: 5, 1.0: 10}
+
+
 def test_predictor_probe_planted_and_noise():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(3000, 16, generator=g)
