@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -530,8 +531,6 @@ def c_evaluate_read_only(root, ws):
 def _interrupt_evaluate(root, ws, stage: str, delay: float, group: bool) -> Outcome:
     """Signal ``ccvae evaluate`` ``delay`` s after its progress line ``stage``: SIGTERM to the command, or SIGINT to
     its process group (a terminal's Ctrl-C). Exit 130, one line, no temp folder, no worker process left."""
-    import threading
-
     run = trained(ws, "run")
     p = spawn("evaluate", str(run), "--data", str(ws["D"]), "--device", "cpu", session=group)
     lines: list[str] = []
