@@ -53,3 +53,29 @@ def test_an_interrupt_kills_the_workers_mid_task():
     assert time.monotonic() - t0 < 30
     assert children and not any(c.is_alive() for c in children)
     assert not multiprocessing.active_children()
+
+
+def test_resolve_jobs_is_the_processes_share_of_the_cores():
+    """0: this process's torch threads, at most MAX_AUTO_JOBS; a number is kept; OMP_NUM_THREADS (what --seeds sets
+    for each seed's child) decides a fresh process's share."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from ccvae.workers import MAX_AUTO_JOBS, resolve_jobs
+
+    assert resolve_jobs(3) == 3
+    with pytest.raises(ValueError, match="n_jobs must be >= 0"):
+        resolve_jobs(-1)
+    before = torch.get_num_threads()
+    try:
+        for threads, expected in ((1, 1), (2, 2), (MAX_AUTO_JOBS + 4, MAX_AUTO_JOBS)):
+            torch.set_num_threads(threads)
+            assert resolve_jobs(0) == expected
+    finally:
+        torch.set_num_threads(before)
+    code = "from ccvae.workers import resolve_jobs; print(resolve_jobs(0))"
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"

@@ -29,6 +29,24 @@ _pool: ProcessPoolExecutor | None = None
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
+# The most fits any stage of the evaluation has at once that are worth a process each (a task's four classifier
+# probes); past it more processes only cost their start-up and memory.
+MAX_AUTO_JOBS = 4
+
+
+def resolve_jobs(n_jobs: int) -> int:
+    """``n_jobs`` as given, or for 0 this process's share of the cores: its torch threads (which ``--seeds`` sets to
+    the cores split between the seeds, through OMP_NUM_THREADS), at most ``MAX_AUTO_JOBS``. Two seeds evaluating
+    side by side on 2 cores then fit in turn, one process each, instead of starting 2 workers each."""
+    if n_jobs < 0:
+        raise ValueError(f"n_jobs must be >= 0, got {n_jobs}")
+    if n_jobs > 0:
+        return n_jobs
+    import torch
+
+    return max(1, min(torch.get_num_threads(), MAX_AUTO_JOBS))
+
+
 def _init_worker() -> None:
     """One thread per process, set before torch or numpy load."""
     for name in _THREAD_VARIABLES:

@@ -33,7 +33,7 @@ from ccvae.evaluate.swap import per_image_mse, swap_metrics
 from ccvae.fileio import ensure_writable, plain_mode, write_json
 from ccvae.hardware import resolve_precision
 from ccvae.train import last_metric
-from ccvae.workers import parallel_map, worker_pool
+from ccvae.workers import parallel_map, resolve_jobs, worker_pool
 
 
 @dataclass
@@ -49,7 +49,9 @@ class EvalSettings:
     checkpoints: bool = False  # also score every kept checkpoint (learning curve)
     disentanglement: DisentanglementSettings = field(default_factory=DisentanglementSettings)
     curve_probe: ProbeSettings = field(default_factory=lambda: ProbeSettings(max_epochs=10, patience=3))
-    n_jobs: int = 2  # processes for the classifier and predictor probes on the CPU (1: here, at this process's threads)
+    # Processes for the classifier and predictor probes on the CPU (1: here, at this process's threads; 0: this
+    # process's share of the cores, ``workers.resolve_jobs``: 2 on a 2-core machine, 1 for each of two seeds there).
+    n_jobs: int = 0
 
 
 def _pose_split(n_chars: int, n_poses: int, share: float, g: torch.Generator) -> torch.Tensor:
@@ -91,8 +93,9 @@ LATENT_PROBES = {"s": ("s", True), "z": ("z_sample", True), "z_mean": ("z", Fals
 
 
 def _probe_jobs(settings: EvalSettings) -> int:
-    """Processes for the probes: ``settings.n_jobs`` on the CPU; on a GPU one, here (the device is not shared)."""
-    return settings.n_jobs if torch.device(settings.probe.device).type == "cpu" else 1
+    """Processes for the probes: ``settings.n_jobs`` on the CPU (0: ``resolve_jobs``); on a GPU one, here (the device
+    is not shared)."""
+    return resolve_jobs(settings.n_jobs) if torch.device(settings.probe.device).type == "cpu" else 1
 
 
 def classifier_task(enc: Encodings, labels: torch.Tensor, train_mask: torch.Tensor, n_classes: int,
@@ -154,6 +157,8 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSetti
     The CPU-bound fits share one pool of worker processes, started at the first and killed if anything
     (Ctrl-C, SIGTERM, an error) stops the evaluation."""
     settings = settings or EvalSettings()
+    settings = replace(settings, n_jobs=resolve_jobs(settings.n_jobs), disentanglement=replace(
+        settings.disentanglement, n_jobs=resolve_jobs(settings.disentanglement.n_jobs)))
     with worker_pool(max(settings.n_jobs, settings.disentanglement.n_jobs)):
         return _evaluate_run(Path(run_dir), data_path, settings, device, log)
 
