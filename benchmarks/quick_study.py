@@ -52,6 +52,8 @@ JOINT = ["train.reverse_decoder_step=forward"]
 KL2_REVDEC = ["train.kl_coef=2.0", "train.reverse_updates=all"]
 QUICK_V2 = BIGDEC + KL2_REVDEC
 QUICK_V3 = BIGDEC2 + KL2_REVDEC + ["train.epochs=10"]
+REV3 = ["train.reverse_every=3", "train.reverse_cycle_coef=30"]  # today's quick preset on top of QUICK_V3
+ZPERM = ["train.z_view=channel_permute"]
 # In order of priority: when a machine cannot fit them all (``--adapt-at``), the last ones are dropped.
 VARIANTS: dict[str, list[str]] = {
     "R-kl1-post": R + POST + ["train.kl_coef=1.0"],
@@ -149,6 +151,10 @@ VARIANTS: dict[str, list[str]] = {
     # Twenty-second round: every fourth or sixth step at four or six times the weight (more steps again).
     "bigdec2-kl2-revdec-rev4-rc40": QUICK_V3 + ["train.reverse_every=4", "train.reverse_cycle_coef=40"],
     "bigdec2-kl2-revdec-rev6-rc60": QUICK_V3 + ["train.reverse_every=6", "train.reverse_cycle_coef=60"],
+    # Twenty-third round: the preset (rev3-rc30) with z read from channel-permuted copies of the images
+    # (train.z_view), at the preset's KL 2 and at KL 1 (whether colour kept out of z lets a lower KL sharpen pose).
+    "bigdec2-kl2-revdec-rev3-rc30-zperm": QUICK_V3 + REV3 + ZPERM,
+    "bigdec2-kl1-revdec-rev3-rc30-zperm": QUICK_V3 + REV3 + ZPERM + ["train.kl_coef=1.0"],
 }
 
 
@@ -175,6 +181,35 @@ def cmd_time(args: argparse.Namespace) -> None:
         print(f"{name:28s} {1000 * out['s_per_step'][name]:7.1f} ms/step (batch {bs})", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
+
+
+def cmd_ratio(args: argparse.Namespace) -> None:
+    """Step-time ratios of ``--variants`` to ``--reference``: their steps timed interleaved, ``--rounds`` rounds of
+    ``--steps`` steps each in one process, so that machine drift hits every variant alike. Prints the medians, the
+    ratios and the s/step to put in the times file (the reference's assigned figure times the ratio)."""
+    import torch
+
+    from ccvae.config import build_config
+    from ccvae.data.dataset import SpritesDataset
+    from ccvae.hardware import cpu_summary
+    from ccvae.train import Trainer
+
+    torch.set_num_threads(args.threads)
+    data = SpritesDataset.load(args.data)
+    names = [args.reference, *args.variants.split(",")]
+    trainers = {n: Trainer(build_config(PRESET, overrides=VARIANTS[n]), data, Path("/nonexistent"),
+                           torch.device("cpu"), quiet=True) for n in names}
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(args.rounds):
+        for n in names:
+            times[n].append(median_step_s(trainers[n], args.steps, warmup=3 if r == 0 else 0))
+    assigned = json.loads(Path(args.times).read_text())["s_per_step"]
+    ref = statistics.median(times[args.reference])
+    print(f"{cpu_summary()}; {args.threads} thread(s); {args.rounds} rounds of {args.steps} steps")
+    for n in names:
+        med = statistics.median(times[n])
+        print(f"{n:40s} {1000 * med:7.1f} ms/step  x {med / ref:.3f}  -> {assigned[args.reference] * med / ref:.5f} s "
+              f"assigned ({int(ROUND_BUDGET_S / (assigned[args.reference] * med / ref))} steps in {ROUND_BUDGET_S} s)")
 
 
 def median_step_s(trainer, steps: int, warmup: int = 3) -> float:
@@ -348,6 +383,14 @@ def main() -> None:
                    help="the lr decay at this fraction of each variant's steps (the preset's run: step 8,343 of "
                         "10,029); 0: at the preset's epoch 3 whatever the steps (rounds one to eleven)")
     r.add_argument("--out", required=True)
+    ra = sub.add_parser("ratio")
+    ra.add_argument("--data", default=os.environ.get("CCVAE_DATA", "../shared/data/sprites/sprites60.npz"))
+    ra.add_argument("--reference", default="bigdec2-kl2-revdec-rev3-rc30")
+    ra.add_argument("--variants", required=True, help="comma-separated variant names")
+    ra.add_argument("--times", default="docs/quick-study-cpu-times.json")
+    ra.add_argument("--rounds", type=int, default=3)
+    ra.add_argument("--steps", type=int, default=24, help="steps a round (a multiple of every reverse_every)")
+    ra.add_argument("--threads", type=int, default=1)
     tb = sub.add_parser("table")
     tb.add_argument("--times", required=True)
     tb.add_argument("--budget-s", type=float, default=1740.0)
@@ -357,6 +400,8 @@ def main() -> None:
         cmd_time(args)
     elif args.cmd == "run":
         cmd_run(args)
+    elif args.cmd == "ratio":
+        cmd_ratio(args)
     else:
         write_table(Path(args.out), json.loads(Path(args.times).read_text())["s_per_step"], args.budget_s)
 

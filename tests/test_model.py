@@ -365,7 +365,8 @@ def test_reverse_decoder_step_forward_needs_a_decoder_term():
     (["train.reverse_identity_coef=2.0", "train.reverse_decoder_step=reverse"], "reverse_identity"),
     (["train.reverse_identity_coef=2.0", "train.reverse_decoder_step=forward"], "reverse_identity"),
     (["train.reverse_anchor_coef=5.0", "train.reverse_z=posterior", "train.reverse_updates=all"], "reverse_anchor"),
-    (["train.cross_cycle_coef=1.0"], "cross_cycle")])
+    (["train.cross_cycle_coef=1.0"], "cross_cycle"),
+    (["train.z_view=channel_permute"], "reconstruction")])
 def test_optional_reverse_terms_are_logged_and_resume_exactly(tmp_path, capsys, tiny_npz, sets, column):
     import csv
     import math
@@ -496,3 +497,56 @@ def test_cross_cycle_updates_decoder_leaves_the_encoder_alone(updates):
         assert any(g is not None and g.abs().sum() > 0 for g in enc) and z.grad.abs().sum() > 0
     with pytest.raises(UserError, match="train.cross_cycle_updates must be one of all, decoder"):
         build_config("smoke", overrides=["train.cross_cycle_updates=encoder"])
+
+
+def test_channel_permuted_reorders_each_images_channels():
+    """View v gives image i its channels in CHANNEL_ORDERS[v] (view 0: unchanged); all six orders differ."""
+    from ccvae.methods.ccvae import CHANNEL_ORDERS, channel_permuted
+
+    assert CHANNEL_ORDERS.shape == (6, 3) and len({tuple(r) for r in CHANNEL_ORDERS.tolist()}) == 6
+    assert CHANNEL_ORDERS[0].tolist() == [0, 1, 2]
+    x = torch.rand(6, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    views = torch.tensor([0, 1, 2, 3, 4, 5])
+    out = channel_permuted(x, views)
+    for i, v in enumerate(views.tolist()):
+        assert torch.equal(out[i], x[i, CHANNEL_ORDERS[v]])
+    assert torch.equal(out[0], x[0]) and not torch.equal(out[5], x[5])
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+def test_z_view_reads_z_from_the_views_and_s_from_the_images(norm):
+    """train.z_view: the forward cycle's z comes from x_z, s from x1 and x2. With per-sample normalisation, views
+    equal to the images give the paper's forward cycle exactly, and the fast path equals the plain path; with
+    permuted views the loss's gradient reaches x_z through z only and the images through s and the target."""
+    cfg = build_config("smoke", overrides=["model.style_dim=6", f"model.norm={norm}", f"model.dec_norm={norm}",
+                                           "train.z_view=channel_permute"])
+    g = torch.Generator().manual_seed(5)
+    x1, x2 = torch.rand(4, 3, 60, 60, generator=g), torch.rand(4, 3, 60, 60, generator=g)
+    eps = torch.randn(8, 6, generator=g)
+    from ccvae.methods.ccvae import channel_permuted
+
+    torch.manual_seed(0)
+    losses = CycleVAE(CCVAE(cfg.model), cfg)
+    x_z = channel_permuted(torch.cat([x1, x2]), torch.tensor([1, 2, 3, 4, 5, 1, 2, 3])).requires_grad_()
+    loss, recon, kl = losses("forward", x1, x2, eps, x_z)
+    # z is read from the views: the KL is the views' posterior's.
+    mu, logvar, _ = losses.model.encode(torch.cat([x1, x2, x_z.detach()]))
+    from ccvae.losses import kl_to_standard_normal
+    torch.testing.assert_close(kl, 2 * kl_to_standard_normal(mu[8:].float(), logvar[8:].float(), x1[0].numel()))
+    loss.backward()
+    assert x_z.grad is not None and x_z.grad.abs().sum() > 0
+    if norm == "batch":
+        return
+    _, recon0, kl0 = losses("forward", x1, x2, eps)
+    _, recon1, kl1 = losses("forward", x1, x2, eps, torch.cat([x1, x2]))
+    torch.testing.assert_close((recon1, kl1), (recon0, kl0), rtol=1e-5, atol=1e-7)
+    plain = CycleVAE(losses.model, cfg, fast=False)
+    _, recon2, kl2 = plain("forward", x1, x2, eps, x_z.detach())
+    torch.testing.assert_close((recon2, kl2), (recon, kl), rtol=1e-5, atol=1e-7)
+
+
+def test_z_view_config_errors():
+    with pytest.raises(UserError, match="train.z_view must be one of image, channel_permute"):
+        build_config("smoke", overrides=["train.z_view=grey"])
+    with pytest.raises(UserError, match="train.z_view is an option of the ccvae method"):
+        build_config("smoke", overrides=["train.z_view=channel_permute"], method="mlvae")

@@ -25,6 +25,7 @@ NORM_STATS = ("batch", "running")
 REVERSE_UPDATES = ("encoder", "all")
 DECODER_STEPS = ("reverse", "forward")
 CROSS_UPDATES = ("all", "decoder")
+Z_VIEWS = ("image", "channel_permute")
 COMPILE_MODES = ("off", "default", "reduce-overhead")
 CAPTURE_MODES = ("off", "cuda-graph")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
@@ -93,6 +94,12 @@ class TrainConfig:
     # detached and the encoder re-encodes as a fixed judge, so only the decoder learns to render cross pairs; the
     # encoder cannot meet it by carrying the character in z).
     cross_cycle_updates: str = "all"
+    # What the forward cycle encodes z from (beyond the paper): "image" (the paper) or "channel_permute", a copy of
+    # each image with its RGB channels in one of the six orders, drawn per image (the identity order among them),
+    # while s still comes from the image itself and the target is the image. Pose does not change under a channel
+    # order and a character's colours do, so any colour z passes on is noise to the decoder, which must take every
+    # colour from s: the swap's cross-character pair asks exactly that. One encoder call over twice the images.
+    z_view: str = "image"
     seed: int = 0
     precision: str = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16, else fp32
     log_every: int = 50  # steps between metrics rows (and host syncs on GPU)
@@ -205,6 +212,9 @@ class Config:
             (t.cross_cycle_start >= 0, "train.cross_cycle_start must be >= 0"),
             (t.cross_cycle_updates in CROSS_UPDATES,
              f"train.cross_cycle_updates must be one of {', '.join(CROSS_UPDATES)}"),
+            (t.z_view in Z_VIEWS, f"train.z_view must be one of {', '.join(Z_VIEWS)}"),
+            (t.z_view == "image" or self.method.name == "ccvae",
+             "train.z_view is an option of the ccvae method (method.name=ccvae)"),
             (t.cross_cycle_coef == 0 or t.reverse_decoder_step == "reverse",
              "train.cross_cycle_coef > 0 needs train.reverse_decoder_step=reverse"),
             (0 <= t.seed < 2**63, "train.seed must be in [0, 2**63)"),

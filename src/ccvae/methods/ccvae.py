@@ -10,7 +10,9 @@ around (the latent reconstruction of Huang et al., MUNIT, ECCV 2018, on a poster
 ``train.reverse_decoder_step = "forward"`` the decoder's share of those terms joins the forward cycle's loss
 (one call, "joint", one Adam step) instead of the reverse cycle's own step. ``train.cross_cycle_coef`` (beyond the
 paper) adds DRIT's cross-cycle (Lee et al., ECCV 2018) to the forward cycle's step: two characters swapped twice
-must come back, a pixel target for the cross-character (z, s) pairs that a swap decodes.
+must come back, a pixel target for the cross-character (z, s) pairs that a swap decodes. With ``train.z_view =
+"channel_permute"`` (beyond the paper) the forward cycle reads z from a copy of each image with its colour channels
+reordered, so that the decoder must take a character's colours from s alone.
 
 ``fast=True`` batches the two halves of each cycle into one encoder and one decoder call
 (identical maths: normalisation is per sample, or batch norm over the same concatenated batch);
@@ -20,6 +22,7 @@ must come back, a pixel target for the cross-character (z, s) pairs that a swap 
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Callable, Iterator
 
 import torch
@@ -32,6 +35,15 @@ from ccvae.hardware import autocast
 from ccvae.losses import kl_to_standard_normal, reconstruction_mse, reverse_cycle_l1
 from ccvae.methods.base import Method, StepContext
 from ccvae.model import CCVAE, reparameterize
+
+# The six orders of the RGB channels; row 0 is the identity.
+CHANNEL_ORDERS = torch.tensor(list(itertools.permutations(range(3))))  # (6, 3)
+
+
+def channel_permuted(x: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+    """x (N, 3, H, W) with image i's channels in the order ``CHANNEL_ORDERS[views[i]]``; views (N,) in [0, 6)."""
+    order = CHANNEL_ORDERS.to(x.device)[views]  # (N, 3)
+    return x.gather(1, order[:, :, None, None].expand_as(x))
 
 
 @contextlib.contextmanager
@@ -121,15 +133,20 @@ class CycleVAE(Method):
             xa = ctx.data.sample(b, ctx.g_data).x
             xb = ctx.data.sample(b, ctx.g_data).x
             noise = torch.randn(b, d.style_dim, generator=ctx.g_noise, device=ctx.device)
+        # What z is read from (train.z_view): the images (the paper: nothing drawn) or their channel-permuted copies.
+        x_z = ()
+        if t.z_view == "channel_permute":
+            views = torch.randint(len(CHANNEL_ORDERS), (2 * b,), generator=ctx.g_noise, device=ctx.device)
+            x_z = (channel_permuted(torch.cat([pairs.x1, pairs.x2]), views),)  # (2B, 3, 60, 60)
         opt_fwd.zero_grad(set_to_none=True)
         crossed = self._cross(ctx.step)
         with autocast(ctx.device, ctx.precision):
             if reverse and self._joint():
-                loss, recon, kl, id_l1, x_gen = ctx.call("joint", pairs.x1, pairs.x2, eps, xa, xb, noise)
+                loss, recon, kl, id_l1, x_gen = ctx.call("joint", pairs.x1, pairs.x2, eps, xa, xb, noise, *x_z)
             elif crossed:
-                loss, recon, kl, cross = ctx.call("cross", pairs.x1, pairs.x2, eps)
+                loss, recon, kl, cross = ctx.call("cross", pairs.x1, pairs.x2, eps, *x_z)
             else:
-                loss, recon, kl = ctx.call("forward", pairs.x1, pairs.x2, eps)
+                loss, recon, kl = ctx.call("forward", pairs.x1, pairs.x2, eps, *x_z)
         loss.backward()
         opt_fwd.step()
 
@@ -166,29 +183,33 @@ class CycleVAE(Method):
             self.model.train()
         return {"reverse_cycle_eval": l1.item()}
 
-    def loss_forward(self, x1: torch.Tensor, x2: torch.Tensor, eps: torch.Tensor):
+    def loss_forward(self, x1: torch.Tensor, x2: torch.Tensor, eps: torch.Tensor, x_z: torch.Tensor | None = None):
         """Paper Sec. 3.1, Fig. 2(a): swap s within a same-identity pair and reconstruct.
 
-        x1, x2: (B, 3, 60, 60), the same characters; eps: (2B, style_dim) ~ N(0, I).
-        Returns (loss, recon, kl).
+        x1, x2: (B, 3, 60, 60), the same characters; eps: (2B, style_dim) ~ N(0, I); x_z: (2B, 3, 60, 60), what z
+        is read from in place of [x1; x2] (``train.z_view``), or None. Returns (loss, recon, kl).
         """
-        return self._forward_cycle(x1, x2, eps)[:3]
+        return self._forward_cycle(x1, x2, eps, x_z)[:3]
 
-    def loss_cross(self, x1: torch.Tensor, x2: torch.Tensor, eps: torch.Tensor):
+    def loss_cross(self, x1: torch.Tensor, x2: torch.Tensor, eps: torch.Tensor, x_z: torch.Tensor | None = None):
         """The forward cycle plus the cross-cycle (``train.cross_cycle_coef``), in one loss and one Adam step.
 
         Returns (loss, recon, kl, cross): cross is the cross-cycle's MSE, on the forward cycle's scale."""
-        loss, recon, kl, z, s = self._forward_cycle(x1, x2, eps)
+        loss, recon, kl, z, s = self._forward_cycle(x1, x2, eps, x_z)
         cross = self._cross_cycle(torch.cat([x1, x2]), z, s)
         return loss + self.cfg.train.cross_cycle_coef * cross, recon, kl, cross.detach()
 
-    def _forward_cycle(self, x1: torch.Tensor, x2: torch.Tensor, eps: torch.Tensor):
+    def _forward_cycle(self, x1: torch.Tensor, x2: torch.Tensor, eps: torch.Tensor, x_z: torch.Tensor | None = None):
         """The forward cycle's (loss, recon, kl) and its codes: z (2B, style_dim) sampled, s (2B, class_dim); x1's rows,
-        then x2's."""
+        then x2's. z is read from ``x_z`` when given (its rows: x1's views, then x2's), s always from x1, x2."""
         m, B = self.model, x1.shape[0]
         numel = x1[0].numel()
         if self.fast:
-            mu, logvar, s = m.encode(torch.cat([x1, x2]))  # (2B, d) each
+            if x_z is None:
+                mu, logvar, s = m.encode(torch.cat([x1, x2]))  # (2B, d) each
+            else:  # one encoder call (batch norm over all 4B): s from the images, z from their views
+                mu, logvar, s = m.encode(torch.cat([x1, x2, x_z]))  # (4B, d) each
+                mu, logvar, s = mu[2 * B:], logvar[2 * B:], s[:2 * B]
             z = reparameterize(mu, logvar, eps)
             s1, s2 = s[:B], s[B:]
             x_hat = m.decode(z, torch.cat([s2, s1]))  # x1' = dec(z1, s2), x2' = dec(z2, s1): (2B, 3, 60, 60)
@@ -199,6 +220,9 @@ class CycleVAE(Method):
         else:
             mu1, logvar1, s1 = m.encode(x1)
             mu2, logvar2, s2 = m.encode(x2)
+            if x_z is not None:
+                mu1, logvar1, _ = m.encode(x_z[:B])
+                mu2, logvar2, _ = m.encode(x_z[B:])
             z1 = reparameterize(mu1, logvar1, eps[:B])
             z2 = reparameterize(mu2, logvar2, eps[B:])
             recon = reconstruction_mse(m.decode(z1, s2), x1) + reconstruction_mse(m.decode(z2, s1), x2)
@@ -254,7 +278,7 @@ class CycleVAE(Method):
         return torch.cat([mu1, mu2]), torch.cat([s1, s2])
 
     def loss_joint(self, x1: torch.Tensor, x2: torch.Tensor, eps: torch.Tensor, xa: torch.Tensor, xb: torch.Tensor,
-                   noise: torch.Tensor):
+                   noise: torch.Tensor, x_z: torch.Tensor | None = None):
         """The forward cycle's loss plus the decoder's reverse-cycle terms (``reverse_decoder_step = "forward"``).
 
         One call, so that DDP sees a single forward per backward; the decoder terms go through an encoder whose
@@ -262,7 +286,7 @@ class CycleVAE(Method):
         cycle still trains it in its own step, on the images generated here: ``loss_reencode``).
         Returns (loss, recon, kl, id_l1, generated images detached: (2B, 3, 60, 60)).
         """
-        loss, recon, kl = self.loss_forward(x1, x2, eps)
+        loss, recon, kl = self.loss_forward(x1, x2, eps, x_z)
         with self._reverse_norms():
             dec_loss, _, id_l1, _, x_gen = self._reverse_cycle(self.model, xa.shape[0], xa, xb, noise, part="decoder")
         return loss + dec_loss, recon, kl, id_l1, x_gen.detach()
