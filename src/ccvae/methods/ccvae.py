@@ -133,20 +133,21 @@ class CycleVAE(Method):
             xa = ctx.data.sample(b, ctx.g_data).x
             xb = ctx.data.sample(b, ctx.g_data).x
             noise = torch.randn(b, d.style_dim, generator=ctx.g_noise, device=ctx.device)
-        # What z is read from (train.z_view): the images (the paper: nothing drawn) or their channel-permuted copies.
-        x_z = ()
+        # What z is read from (train.z_view): the images (the paper; nothing drawn, no argument) or their
+        # channel-permuted copies, one more tensor argument of the call (never a None, which DDP would have to pass).
+        z_view: tuple[torch.Tensor, ...] = ()
         if t.z_view == "channel_permute":
             views = torch.randint(len(CHANNEL_ORDERS), (2 * b,), generator=ctx.g_noise, device=ctx.device)
-            x_z = (channel_permuted(torch.cat([pairs.x1, pairs.x2]), views),)  # (2B, 3, 60, 60)
+            z_view = (channel_permuted(torch.cat([pairs.x1, pairs.x2]), views),)  # (2B, 3, 60, 60)
         opt_fwd.zero_grad(set_to_none=True)
         crossed = self._cross(ctx.step)
         with autocast(ctx.device, ctx.precision):
             if reverse and self._joint():
-                loss, recon, kl, id_l1, x_gen = ctx.call("joint", pairs.x1, pairs.x2, eps, xa, xb, noise, *x_z)
+                loss, recon, kl, id_l1, x_gen = ctx.call("joint", pairs.x1, pairs.x2, eps, xa, xb, noise, *z_view)
             elif crossed:
-                loss, recon, kl, cross = ctx.call("cross", pairs.x1, pairs.x2, eps, *x_z)
+                loss, recon, kl, cross = ctx.call("cross", pairs.x1, pairs.x2, eps, *z_view)
             else:
-                loss, recon, kl = ctx.call("forward", pairs.x1, pairs.x2, eps, *x_z)
+                loss, recon, kl = ctx.call("forward", pairs.x1, pairs.x2, eps, *z_view)
         loss.backward()
         opt_fwd.step()
 
