@@ -73,6 +73,8 @@ def test_resolve_jobs_is_the_processes_share_of_the_cores():
         for threads, expected in ((1, 1), (2, 2), (MAX_AUTO_JOBS + 4, MAX_AUTO_JOBS)):
             torch.set_num_threads(threads)
             assert resolve_jobs(0) == expected
+        torch.set_num_threads(1)  # and the pool resolves 0 itself: one process, so the jobs run here
+        assert parallel_map(os.getpid, [(), ()], 0) == [os.getpid()] * 2
     finally:
         torch.set_num_threads(before)
     code = "from ccvae.workers import resolve_jobs; print(resolve_jobs(0))"

@@ -70,9 +70,10 @@ def _kill(executor: ProcessPoolExecutor) -> None:
 @contextlib.contextmanager
 def worker_pool(n_jobs: int) -> Iterator[None]:
     """Within the block, ``parallel_map`` runs in one pool of up to ``n_jobs`` one-thread processes (started
-    on first use). On normal exit the pool shuts down; on any exception its processes are killed first.
-    ``n_jobs <= 1`` or a pool already open: nothing to do (the outer pool serves)."""
+    on first use; 0: ``resolve_jobs``). On normal exit the pool shuts down; on any exception its processes are killed
+    first. One process or a pool already open: nothing to do (the outer pool serves)."""
     global _pool
+    n_jobs = resolve_jobs(n_jobs)
     if n_jobs <= 1 or _pool is not None:
         yield
         return
@@ -96,8 +97,9 @@ def worker_pool(n_jobs: int) -> Iterator[None]:
 
 def parallel_map(fn: Callable[..., T], jobs: Sequence[tuple[Any, ...]], n_jobs: int) -> list[T]:
     """``[fn(*job) for job in jobs]``, in worker processes: the open ``worker_pool``'s, else a pool of
-    ``min(n_jobs, len(jobs))`` for this call. ``n_jobs <= 1`` or one job: here, in turn, at this process's
-    threads. ``fn`` and the jobs must pickle (a module-level function and plain data)."""
+    ``min(n_jobs, len(jobs))`` for this call (0: ``resolve_jobs``). One process or one job: here, in turn, at this
+    process's threads. ``fn`` and the jobs must pickle (a module-level function and plain data)."""
+    n_jobs = resolve_jobs(n_jobs)
     if n_jobs <= 1 or len(jobs) <= 1:
         return [fn(*job) for job in jobs]
     with worker_pool(min(n_jobs, len(jobs))):

@@ -16,7 +16,7 @@ import numpy as np
 
 from ccvae import metrics
 from ccvae.data.dataset import SpritesDataset
-from ccvae.workers import parallel_map, resolve_jobs
+from ccvae.workers import parallel_map
 
 ATTRIBUTE_NAMES = tuple(f"attribute_{i}" for i in range(7))
 POSE_FACTORS = ("action", "direction", "frame")
@@ -103,7 +103,7 @@ def partition_table(parts: dict[str, np.ndarray], factors: np.ndarray, names: li
           for name, codes in parts.items()}
     jobs = [(j, name) for j in range(len(names)) for name in parts]
     accs = parallel_map(_linear_probe, [(parts[name][:, fit].T, factors[j][fit], parts[name][:, ~train].T,
-                                         factors[j][~train]) for j, name in jobs], resolve_jobs(s.n_jobs))
+                                         factors[j][~train]) for j, name in jobs], s.n_jobs)
     acc = dict(zip(jobs, accs, strict=True))
     rows = []
     for j, fname in enumerate(names):
@@ -146,8 +146,7 @@ def disentanglement_metrics(s_codes: np.ndarray, z_sample: np.ndarray, z_mean: n
                  "dci_train": len(dtr), "dci_test": len(dte), "mig": {}, "sap": {}}
     # Both MIG and SAP score each code alone, so s + z's matrices are s's and z's stacked: computed once per part.
     mi = {name: metrics.mutual_info_matrix(metrics.discretize(codes), factors) for name, codes in reps.items()}
-    sap = {name: metrics.sap_scores(codes[:, tr], factors[:, tr], codes[:, te], factors[:, te],
-                                    n_jobs=resolve_jobs(settings.n_jobs))
+    sap = {name: metrics.sap_scores(codes[:, tr], factors[:, tr], codes[:, te], factors[:, te], n_jobs=settings.n_jobs)
            for name, codes in reps.items()}
     mi["s+z"], sap["s+z"] = np.vstack([mi["s"], mi["z"]]), np.vstack([sap["s"], sap["z"]])
     for name in [*reps, "s+z"]:
@@ -156,8 +155,7 @@ def disentanglement_metrics(s_codes: np.ndarray, z_sample: np.ndarray, z_mean: n
         out["sap"][name] = {k: v for k, v in metrics.sap_from_scores(sap[name]).items() if k != "score"}
     both = np.concatenate([s_codes, z_sample])
     out["mutual_info_s_z"] = mi["s+z"].tolist()
-    d = metrics.dci(both[:, dtr], factors[:, dtr], both[:, dte], factors[:, dte], settings.seed,
-                    resolve_jobs(settings.n_jobs))
+    d = metrics.dci(both[:, dtr], factors[:, dtr], both[:, dte], factors[:, dte], settings.seed, settings.n_jobs)
     imp = np.array(d.pop("importance"))
     ds = s_codes.shape[0]
     # Where the trees found each factor: the share of its importance on s's codes.

@@ -95,7 +95,7 @@ LATENT_PROBES = {"s": ("s", True), "z": ("z_sample", True), "z_mean": ("z", Fals
 def _probe_jobs(settings: EvalSettings) -> int:
     """Processes for the probes: ``settings.n_jobs`` on the CPU (0: ``resolve_jobs``); on a GPU one, here (the device
     is not shared)."""
-    return resolve_jobs(settings.n_jobs) if torch.device(settings.probe.device).type == "cpu" else 1
+    return settings.n_jobs if torch.device(settings.probe.device).type == "cpu" else 1
 
 
 def classifier_task(enc: Encodings, labels: torch.Tensor, train_mask: torch.Tensor, n_classes: int,
@@ -157,6 +157,7 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path, settings: EvalSetti
     The CPU-bound fits share one pool of worker processes, started at the first and killed if anything
     (Ctrl-C, SIGTERM, an error) stops the evaluation."""
     settings = settings or EvalSettings()
+    # The pool resolves 0 itself; resolved here too so that metrics.json records how many processes ran.
     settings = replace(settings, n_jobs=resolve_jobs(settings.n_jobs), disentanglement=replace(
         settings.disentanglement, n_jobs=resolve_jobs(settings.disentanglement.n_jobs)))
     with worker_pool(max(settings.n_jobs, settings.disentanglement.n_jobs)):
