@@ -54,6 +54,7 @@ QUICK_V2 = BIGDEC + KL2_REVDEC
 QUICK_V3 = BIGDEC2 + KL2_REVDEC + ["train.epochs=10"]
 REV3 = ["train.reverse_every=3", "train.reverse_cycle_coef=30"]  # today's quick preset on top of QUICK_V3
 ZPERM = ["train.z_view=channel_permute"]
+EMA = "train.ema_decay="
 # In order of priority: when a machine cannot fit them all (``--adapt-at``), the last ones are dropped.
 VARIANTS: dict[str, list[str]] = {
     "R-kl1-post": R + POST + ["train.kl_coef=1.0"],
@@ -155,6 +156,15 @@ VARIANTS: dict[str, list[str]] = {
     # (train.z_view), at the preset's KL 2 and at KL 1 (whether colour kept out of z lets a lower KL sharpen pose).
     "bigdec2-kl2-revdec-rev3-rc30-zperm": QUICK_V3 + REV3 + ZPERM,
     "bigdec2-kl1-revdec-rev3-rc30-zperm": QUICK_V3 + REV3 + ZPERM + ["train.kl_coef=1.0"],
+    # Twenty-fourth round: the preset with a moving average of its weights (train.ema_decay), which evaluation
+    # scores; training is the preset's step for step, so `ccvae evaluate RUN --weights live` on a copy of each run
+    # gives the paired preset run of the same seed.
+    "bigdec2-kl2-revdec-rev3-rc30-ema999": QUICK_V3 + REV3 + [EMA + "0.999"],
+    "bigdec2-kl2-revdec-rev3-rc30-ema9995": QUICK_V3 + REV3 + [EMA + "0.9995"],
+    # ... averaging only the steps after the lr decay (0.995: 0.995 ** 1,407 = 0.1 % of the average from before it),
+    # and the average instead of the decay (a constant lr; the live weights of that run are the preset without it).
+    "bigdec2-kl2-revdec-rev3-rc30-ema995": QUICK_V3 + REV3 + [EMA + "0.995"],
+    "bigdec2-kl2-revdec-rev3-rc30-nodecay-ema999": QUICK_V3 + REV3 + [EMA + "0.999", "train.lr_decay_factor=1.0"],
 }
 
 

@@ -444,3 +444,32 @@ def test_attributes_from_z_benchmark(run, data):
         y = attrs[held_out, r["attribute"]]
         assert math.isclose(r["majority"], torch.bincount(y).max().item() / len(y))
         assert 0 <= r["s"] <= 1 and 0 <= r["z_sampled"] <= 1
+
+
+def test_evaluate_scores_the_moving_average_and_records_which(tmp_path, capsys, run, data):
+    from dataclasses import replace
+
+    # The module's run kept no average: "auto" scored its live weights, and asking for the average is a clean error.
+    assert json.loads((run / "eval" / "metrics.json").read_text())["settings"]["weights"] == "live"
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "eval")
+    _one_line_error(capsys, ["evaluate", str(copy), "--data", str(data), "--weights", "ema"], "train.ema_decay=0")
+    assert not (copy / "eval").exists()
+    # A run that kept one is scored on it by default, and on its live weights on request: different models.
+    ema = tmp_path / "ema"
+    assert main(["train", "--data", str(data), "--preset", "smoke", "--out", str(ema), "--quiet", "--device", "cpu",
+                 "--set", "train.ema_decay=0.95", "--max-steps", "60"]) == 0
+    live = tmp_path / "live"
+    shutil.copytree(ema, live)
+    # With the learning curve, whose checkpoints are scored on the same weights.
+    settings = replace(SMALL, checkpoints=True, curve_probe=ProbeSettings(max_epochs=1, patience=1))
+    m_ema = evaluate_run(ema, data, settings, log=lambda msg: None)
+    m_live = evaluate_run(live, data, replace(settings, weights="live"), log=lambda msg: None)
+    assert m_ema["settings"]["weights"] == "ema" and m_live["settings"]["weights"] == "live"
+    assert m_ema["swap"]["reconstruction_psnr"] != m_live["swap"]["reconstruction_psnr"]
+    (curve_ema,), (curve_live,) = m_ema["learning_curve"], m_live["learning_curve"]
+    assert curve_ema["step"] == curve_live["step"] == 60
+    assert curve_ema["reconstruction_psnr"] != curve_live["reconstruction_psnr"]
+    assert "<td>moving average (train.ema_decay)</td>" in build_report(ema).read_text()
+    assert "<td>weights scored</td><td>live</td>" in build_report(live).read_text()

@@ -203,9 +203,10 @@ def test_compare_bad_input(tmp_path, capsys):
 
 
 def test_cli_names_match_the_config():
-    from ccvae import cli, config
+    from ccvae import checkpoint, cli, config
 
     assert cli.PRESET_NAMES == tuple(config.PRESETS) and cli.METHOD_NAMES == config.METHOD_NAMES == tuple(METHODS)
+    assert cli.WEIGHTS == checkpoint.WEIGHTS
 
 
 @pytest.mark.parametrize("override,needle", [

@@ -197,8 +197,10 @@ def test_bad_checkpoint_on_resume(tmp_path, capsys, tiny_npz, damage):
     ("ccvae", 29517, []), ("mathieu", 29518, []),  # mathieu: a discriminator too
     # the decoder's reverse-cycle terms in the forward step: one "joint" call, then "reencode"
     ("ccvae", 29519, ["train.reverse_identity_coef=0.5", "train.reverse_decoder_step=forward"]),
-    # NHWC weights and gradients through DDP's buckets (the quick presets' batch norm, where auto may pick it)
-    ("ccvae", 29520, ["train.memory_format=channels_last", "model.norm=batch", "model.dec_norm=batch"])])
+    # NHWC weights and gradients through DDP's buckets (the quick presets' batch norm, where auto may pick it),
+    # and the weights' moving average, which every rank keeps and rank 0 saves
+    ("ccvae", 29520, ["train.memory_format=channels_last", "model.norm=batch", "model.dec_norm=batch",
+                      "train.ema_decay=0.9"])])
 def test_ddp_two_processes(tmp_path, tiny_npz, method, port, sets):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
@@ -215,6 +217,9 @@ def test_ddp_two_processes(tmp_path, tiny_npz, method, port, sets):
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["world_size"] == 2 and len(state["rng"]) == 2
     assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert ("ema" in state) == any(s.startswith("train.ema_decay") for s in sets)
+    if "ema" in state:
+        assert state["ema"]["updates"] == 20 and all(torch.isfinite(v).all() for v in state["ema"]["weights"].values())
 
 
 def test_lr_schedules_and_kl_warmup():

@@ -73,7 +73,11 @@ def _fallback_hint(path: Path) -> str:
 FIELD_TYPES = {"config": dict, "model": dict, "step": numbers.Integral, "wall_s": numbers.Real,
                "optimizers": dict, "extras": dict, "method": str,
                "opt_fwd": dict, "opt_rev": dict,  # the ccvae optimisers in checkpoints before ccvae.methods
-               "rng": list, "world_size": numbers.Integral}
+               "rng": list, "world_size": numbers.Integral, "ema": dict}
+
+# Which weights of a checkpoint to load: "ema", the moving average that train.ema_decay keeps; "live", the weights
+# training steps; "auto", the average where the checkpoint has one, else the live weights.
+WEIGHTS = ("auto", "ema", "live")
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -98,15 +102,33 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def model_from_checkpoint(state: dict[str, Any], path: str | Path, config: Config | None = None) -> tuple[CCVAE, Config]:
-    """Build the model of ``config`` (default: the checkpoint's own) and load the weights into it."""
+def weights_of(state: dict[str, Any], path: str | Path, weights: str = "auto") -> tuple[dict, str]:
+    """``(state dict, "ema" | "live")``: the model weights of a loaded checkpoint that ``weights`` asks for."""
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+    ema = state.get("ema")
+    if weights == "live" or (weights == "auto" and ema is None):
+        return state["model"], "live"
+    if ema is None:
+        raise UserError(f"{path}: no averaged weights (the run was trained with train.ema_decay=0); "
+                        f"use the live weights (--weights live)")
+    if not isinstance(ema.get("weights"), dict):
+        raise UserError(f"{path}: field 'ema' has no weights")
+    return ema["weights"], "ema"
+
+
+def model_from_checkpoint(state: dict[str, Any], path: str | Path, config: Config | None = None,
+                          weights: str = "auto") -> tuple[CCVAE, Config]:
+    """Build the model of ``config`` (default: the checkpoint's own) and load the weights into it: the moving
+    average where the checkpoint has one and ``weights`` is "auto" or "ema", else the live weights."""
     ckpt_cfg = Config.from_dict(state["config"], f"{path} (config)")
     cfg = config or ckpt_cfg
     if config is not None and config.model != ckpt_cfg.model:
         raise UserError(f"{path}: the checkpoint's model config does not match the run's config.json")
     model = CCVAE(cfg.model)
+    chosen, _ = weights_of(state, path, weights)
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(chosen)
     except (RuntimeError, KeyError, TypeError) as e:
         first = first_line(e)
         raise UserError(f"{path}: weights do not match the model config ({first[:200]})") from None
@@ -125,8 +147,9 @@ def read_run_config(run_dir: str | Path) -> Config:
     return Config.from_dict({k: d[k] for k in SECTIONS if k in d}, str(path))
 
 
-def load_run(run_dir: str | Path, checkpoint: str = "last.pt") -> tuple[CCVAE, Config]:
-    """Load a trained run for analysis: ``(model in eval mode on CPU, config)``.
+def load_run(run_dir: str | Path, checkpoint: str = "last.pt", weights: str = "auto") -> tuple[CCVAE, Config]:
+    """Load a trained run for analysis: ``(model in eval mode on CPU, config)``; ``weights`` as in
+    ``model_from_checkpoint`` (by default the moving average where the run kept one).
 
     ``model.encode(x) -> (z_mu, z_logvar, s)`` and ``model.decode(z, s) -> x``.
     """
@@ -136,5 +159,5 @@ def load_run(run_dir: str | Path, checkpoint: str = "last.pt") -> tuple[CCVAE, C
         raise UserError(f"{run_dir}: no checkpoint at checkpoints/{checkpoint}; train the run first")
     state = load_checkpoint(path)
     config = read_run_config(run_dir) if (run_dir / "config.json").is_file() else None
-    model, cfg = model_from_checkpoint(state, path, config)
+    model, cfg = model_from_checkpoint(state, path, config, weights)
     return model.eval(), cfg

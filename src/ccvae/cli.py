@@ -13,10 +13,12 @@ from pathlib import Path
 from ccvae import __version__
 from ccvae.errors import UserError
 
-# Spelled out here so that ``--help`` needs no torch import; tests check them against config.PRESETS / METHOD_NAMES.
+# Spelled out here so that ``--help`` needs no torch import; tests check them against config.PRESETS / METHOD_NAMES
+# and checkpoint.WEIGHTS.
 PRESET_NAMES = ("paper", "paper-z512-s64", "paper-z1024-s512", "quick", "quick-v1", "quick-v2", "quick-v3",
                 "quick-sharp", "quick-mathieu", "quick-szabo", "quick-mlvae", "smoke")
 METHOD_NAMES = ("ccvae", "mathieu", "szabo", "mlvae")
+WEIGHTS = ("auto", "ema", "live")
 
 EXIT_CODES = """exit codes:
   0    success
@@ -111,7 +113,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     data = resolve_data_path(args.data)
     log = (lambda msg: None) if args.quiet else (lambda msg: print(f"evaluate: {msg}", file=sys.stderr))
     probe = ProbeSettings(precision=args.probe_precision)
-    settings = EvalSettings(probe=probe, checkpoints=args.checkpoints,
+    settings = EvalSettings(probe=probe, checkpoints=args.checkpoints, weights=args.weights,
                             curve_probe=replace(EvalSettings().curve_probe, precision=args.probe_precision))
     m = evaluate_run(args.run_dir, data, settings, device=resolve_device(args.device), log=log)
     print(Path(args.run_dir) / "eval" / "metrics.json")
@@ -132,6 +134,9 @@ def _print_summary(m: dict) -> None:
           f"KL {lat['kl_total']:.2f} nats", file=sys.stderr)
     print(f"  swap PSNR {sw['swap_psnr']:.2f} dB (MSE {sw['swap_mse']:.5f}); reconstruction PSNR "
           f"{sw['reconstruction_psnr']:.2f} dB", file=sys.stderr)
+    weights = m.get("settings", {}).get("weights", "live")
+    print(f"  weights scored: {'the moving average (train.ema_decay)' if weights == 'ema' else 'the live weights'}",
+          file=sys.stderr)
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -274,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--probe-precision", default="auto", choices=("auto", "fp32", "bf16"),
                     help="precision of the probes' training steps and per-epoch curves (auto: bf16 where the device "
                          "does it natively; the reported scores are fp32 either way)")
+    ev.add_argument("--weights", default="auto", choices=WEIGHTS,
+                    help="which weights to score: ema, the moving average a run with train.ema_decay > 0 keeps; "
+                         "live, the weights training stepped; auto (default): ema where the run kept it, else live")
     ev.set_defaults(func=_evaluate)
 
     rp = sub.add_parser("report", help="write RUN_DIR/report/index.html from the run folder")

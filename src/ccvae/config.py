@@ -100,6 +100,10 @@ class TrainConfig:
     # order and a character's colours do, so any colour z passes on is noise to the decoder, which must take every
     # colour from s: the swap's cross-character pair asks exactly that. One encoder call over twice the images.
     z_view: str = "image"
+    # Exponential moving average of the weights (beyond the paper; 0: off): after each step avg <- d * avg +
+    # (1 - d) * weights, with a warm-up (ema.py). Checkpoints keep it beside the weights, and evaluation scores it
+    # (``ccvae evaluate --weights``). Training never reads it, so a run's steps are the same with it or without.
+    ema_decay: float = 0.0
     seed: int = 0
     precision: str = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16, else fp32
     log_every: int = 50  # steps between metrics rows (and host syncs on GPU)
@@ -217,6 +221,7 @@ class Config:
              "train.z_view is an option of the ccvae method (method.name=ccvae)"),
             (t.cross_cycle_coef == 0 or t.reverse_decoder_step == "reverse",
              "train.cross_cycle_coef > 0 needs train.reverse_decoder_step=reverse"),
+            (0 <= t.ema_decay < 1, "train.ema_decay must be in [0, 1) (0: off)"),
             (0 <= t.seed < 2**63, "train.seed must be in [0, 2**63)"),
             (t.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}"),
             (t.log_every >= 1, "train.log_every must be >= 1"),

@@ -31,6 +31,7 @@ from ccvae.checkpoint import (
 )
 from ccvae.config import Config, TrainConfig
 from ccvae.data.dataset import SpritesDataset
+from ccvae.ema import WeightAverage
 from ccvae.errors import UserError
 from ccvae.fileio import DirLock, atomic_path, ensure_writable, write_json
 from ccvae.hardware import (
@@ -119,6 +120,8 @@ class Trainer:
             has_instance_norm=has_instance_norm(self.method))
         if self.memory_format == "channels_last":  # 4-D weights only; before the optimisers, whose state follows
             self.method.to(memory_format=torch.channels_last)
+        # The weights' moving average (train.ema_decay), in the layout just chosen; evaluation scores it.
+        self.ema = WeightAverage(self.model, t.ema_decay) if t.ema_decay else None
         self.step_module: nn.Module = self.method
         if self.dist.enabled:
             # Each mode uses part of the parameters (the ccvae reverse step: not the decoder, logvar and s heads).
@@ -179,9 +182,11 @@ class Trainer:
             import torch.distributed as dist
             rngs = [None] * self.dist.world_size
             dist.all_gather_object(rngs, {k: v.cpu() for k, v in rng.items()})
+        averaged = {"ema": self.ema.state_dict()} if self.ema is not None else {}
         return {
             "config": self.cfg.to_dict(),
             "model": self.model.state_dict(),
+            **averaged,
             "method": self.method.name,
             "extras": self.method.extras.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
@@ -192,9 +197,13 @@ class Trainer:
         }
 
     def load_state(self, state: dict, path: Path) -> None:
-        model, _ = model_from_checkpoint(state, path, self.cfg)
+        model, _ = model_from_checkpoint(state, path, self.cfg, weights="live")
         self.model.load_state_dict(model.state_dict())
         try:
+            if self.ema is not None:
+                if "ema" not in state:
+                    raise KeyError("'ema': no averaged weights, but the run's config has train.ema_decay > 0")
+                self.ema.load_state_dict(state["ema"])
             if state.get("method", "ccvae") != self.method.name:
                 raise UserError(f"{path}: trained with method {state.get('method', 'ccvae')}, not {self.method.name}")
             self.method.extras.load_state_dict(state.get("extras", {}))
@@ -286,6 +295,8 @@ class Trainer:
                     order, order_epoch = self.epoch_order(epoch), epoch
                 lo = i * t.batch_size + self.dist.rank * self.local_batch
                 buf[n_buf] = self.train_step(order[lo:lo + self.local_batch])
+                if self.ema is not None:
+                    self.ema.update(self.model)
                 n_buf += 1
                 self.step += 1
                 epoch_done = self.step % self.steps_per_epoch == 0

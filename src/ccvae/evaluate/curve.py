@@ -34,6 +34,7 @@ class CurveSettings:
     train_share: float = 0.8
     # A checkpoint within this share of the run's steps of a later scored one adds no point to the curve.
     min_gap: float = 0.01
+    weights: str = "auto"  # which weights of each checkpoint (checkpoint.WEIGHTS): those the run's evaluation scored
 
 
 def kept_checkpoints(run_dir: Path) -> list[Path]:
@@ -95,7 +96,7 @@ def learning_curve(run_dir: Path, cfg: Config, data: SpritesDataset, device: tor
         if rows and rows[-1]["step"] - step <= s.min_gap * rows[0]["step"]:
             log(f"learning curve: {path.name} (step {step}) skipped: step {rows[-1]['step']} is scored")
             continue
-        model, _ = model_from_checkpoint(state, path, cfg)
+        model, _ = model_from_checkpoint(state, path, cfg, s.weights)
         model = prepare_for_eval(model, device)
         log(f"learning curve: {path.name} (step {step})")
         rows.append({"checkpoint": path.name, "step": step, "wall_s": float(state.get("wall_s", 0.0)),

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ccvae import figures
-from ccvae.checkpoint import load_run, read_run_config
+from ccvae.checkpoint import load_checkpoint, model_from_checkpoint, read_run_config, weights_of
 from ccvae.data.dataset import SpritesDataset
 from ccvae.errors import UserError
 from ccvae.evaluate.curve import CurveSettings, learning_curve
@@ -52,6 +52,9 @@ class EvalSettings:
     # Processes for the classifier and predictor probes on the CPU (1: here, at this process's threads; 0: this
     # process's share of the cores, ``workers.resolve_jobs``: 2 on a 2-core machine, 1 for each of two seeds there).
     n_jobs: int = 0
+    # Which weights to score (checkpoint.WEIGHTS): by default the moving average where the run kept one
+    # (train.ema_decay > 0), else the live weights; metrics.json records which.
+    weights: str = "auto"
 
 
 def _pose_split(n_chars: int, n_poses: int, share: float, g: torch.Generator) -> torch.Tensor:
@@ -170,7 +173,12 @@ def _evaluate_run(run_dir: Path, data_path: str | Path, settings: EvalSettings, 
     if not (run_dir / "checkpoints" / "last.pt").is_file():
         raise UserError(f"{run_dir}: no checkpoints/last.pt; train the run first (ccvae train --out {run_dir})")
     ensure_writable(run_dir, "run folder")  # before the minutes of probes, not after
-    model, cfg = load_run(run_dir)
+    path = run_dir / "checkpoints" / "last.pt"
+    state = load_checkpoint(path)
+    config = read_run_config(run_dir) if (run_dir / "config.json").is_file() else None
+    model, cfg = model_from_checkpoint(state, path, config, settings.weights)
+    settings = replace(settings, weights=weights_of(state, path, settings.weights)[1])
+    del state  # the optimisers' moments: twice the weights, not needed past here
     data = SpritesDataset.load(data_path)
     meta = _read_meta(run_dir)
     fp = data.fingerprint()
@@ -285,8 +293,8 @@ def _evaluate_run(run_dir: Path, data_path: str | Path, settings: EvalSettings, 
         if (run_dir / "metrics.csv").is_file():
             figures.plot_losses(run_dir / "metrics.csv", tmp / "losses.png")
         if settings.checkpoints:
-            curve_settings = CurveSettings(settings.curve_probe, seed=settings.seed,
-                                           batch_size=settings.batch_size, train_share=settings.train_share)
+            curve_settings = CurveSettings(settings.curve_probe, seed=settings.seed, batch_size=settings.batch_size,
+                                           train_share=settings.train_share, weights=settings.weights)
             stages.start("learning_curve", "learning curve")
             rows = learning_curve(run_dir, cfg, data, device, curve_settings, stages.log)
             metrics["learning_curve"] = rows
