@@ -76,9 +76,17 @@ def spawn(*argv: str, session: bool = False) -> subprocess.Popen:
     any that outlive it."""
     tag = f"{os.getpid()}-{time.monotonic_ns()}"
     p = subprocess.Popen([sys.executable, "-m", "ccvae", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         text=True, env={**ENV, "CCVAE_DRILL_TAG": tag}, start_new_session=session)
+                         text=True, env={**ENV, "CCVAE_DRILL_TAG": tag}, start_new_session=session,
+                         preexec_fn=_interruptible)
     p.tag = tag
     return p
+
+
+def _interruptible() -> None:
+    """In the child, before exec: SIGINT at its default, as a terminal's Ctrl-C finds it. A shell without job
+    control starts a background command (``cmd &``) with SIGINT ignored, its children inherit that, and Python then
+    leaves it ignored: the drill's Ctrl-C cases would then test nothing and fail with exit 0."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def left_running(p: subprocess.Popen, grace: float = 5.0) -> str:
