@@ -153,11 +153,19 @@ def load_run(run_dir: str | Path, checkpoint: str = "last.pt", weights: str = "a
 
     ``model.encode(x) -> (z_mu, z_logvar, s)`` and ``model.decode(z, s) -> x``.
     """
+    model, cfg, _ = load_run_weights(run_dir, checkpoint, weights)
+    return model, cfg
+
+
+def load_run_weights(run_dir: str | Path, checkpoint: str = "last.pt",
+                     weights: str = "auto") -> tuple[CCVAE, Config, str]:
+    """``load_run`` and which weights it loaded: ``(model, config, "ema" | "live")``."""
     run_dir = Path(run_dir)
     path = run_dir / "checkpoints" / checkpoint
     if not path.is_file():
         raise UserError(f"{run_dir}: no checkpoint at checkpoints/{checkpoint}; train the run first")
     state = load_checkpoint(path)
     config = read_run_config(run_dir) if (run_dir / "config.json").is_file() else None
-    model, cfg = model_from_checkpoint(state, path, config, weights)
-    return model.eval(), cfg
+    _, chosen = weights_of(state, path, weights)
+    model, cfg = model_from_checkpoint(state, path, config, chosen)
+    return model.eval(), cfg, chosen

@@ -29,9 +29,9 @@ class WeightAverage:
             raise ValueError(f"decay must be in (0, 1), got {decay}")
         self.decay = decay
         self.updates = 0
-        self.names = list(model.state_dict())
         self.avg = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        self._float = [k for k in self.names if self.avg[k].is_floating_point()]
+        self._float = [k for k, v in self.avg.items() if v.is_floating_point()]  # averaged
+        self._other = [k for k, v in self.avg.items() if not v.is_floating_point()]  # copied
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
@@ -40,9 +40,8 @@ class WeightAverage:
         d = ema_decay_at(self.decay, self.updates)
         live = model.state_dict()
         torch._foreach_lerp_([self.avg[k] for k in self._float], [live[k].detach() for k in self._float], 1.0 - d)
-        for k in self.names:
-            if k not in self._float:
-                self.avg[k].copy_(live[k])
+        for k in self._other:
+            self.avg[k].copy_(live[k])
 
     def state_dict(self) -> dict:
         """What a checkpoint keeps: the averaged weights (a model state dict) and the update count."""
@@ -51,9 +50,9 @@ class WeightAverage:
     def load_state_dict(self, state: dict) -> None:
         """Restore ``state_dict()``'s output; a missing or mismatched entry raises ``KeyError`` / ``ValueError``."""
         weights, updates = state["weights"], int(state["updates"])
-        if set(weights) != set(self.names):
-            raise KeyError(f"averaged weights hold {len(weights)} entries, the model {len(self.names)}")
-        for k in self.names:
+        if set(weights) != set(self.avg):
+            raise KeyError(f"averaged weights hold {len(weights)} entries, the model {len(self.avg)}")
+        for k in self.avg:
             if weights[k].shape != self.avg[k].shape:
                 raise ValueError(f"averaged weight {k} has shape {tuple(weights[k].shape)}, "
                                  f"the model {tuple(self.avg[k].shape)}")

@@ -202,7 +202,7 @@ class Trainer:
         try:
             if self.ema is not None:
                 if "ema" not in state:
-                    raise KeyError("'ema': no averaged weights, but the run's config has train.ema_decay > 0")
+                    raise UserError(f"{path}: no averaged weights, but the run's config has train.ema_decay > 0")
                 self.ema.load_state_dict(state["ema"])
             if state.get("method", "ccvae") != self.method.name:
                 raise UserError(f"{path}: trained with method {state.get('method', 'ccvae')}, not {self.method.name}")

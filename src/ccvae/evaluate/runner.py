@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ccvae import figures
-from ccvae.checkpoint import load_checkpoint, model_from_checkpoint, read_run_config, weights_of
+from ccvae.checkpoint import load_run_weights, read_run_config
 from ccvae.data.dataset import SpritesDataset
 from ccvae.errors import UserError
 from ccvae.evaluate.curve import CurveSettings, learning_curve
@@ -173,12 +173,8 @@ def _evaluate_run(run_dir: Path, data_path: str | Path, settings: EvalSettings, 
     if not (run_dir / "checkpoints" / "last.pt").is_file():
         raise UserError(f"{run_dir}: no checkpoints/last.pt; train the run first (ccvae train --out {run_dir})")
     ensure_writable(run_dir, "run folder")  # before the minutes of probes, not after
-    path = run_dir / "checkpoints" / "last.pt"
-    state = load_checkpoint(path)
-    config = read_run_config(run_dir) if (run_dir / "config.json").is_file() else None
-    model, cfg = model_from_checkpoint(state, path, config, settings.weights)
-    settings = replace(settings, weights=weights_of(state, path, settings.weights)[1])
-    del state  # the optimisers' moments: twice the weights, not needed past here
+    model, cfg, weights = load_run_weights(run_dir, weights=settings.weights)
+    settings = replace(settings, weights=weights)  # "auto" resolved: metrics.json says which weights it scored
     data = SpritesDataset.load(data_path)
     meta = _read_meta(run_dir)
     fp = data.fingerprint()
