@@ -471,5 +471,5 @@ def test_evaluate_scores_the_moving_average_and_records_which(tmp_path, capsys, 
     (curve_ema,), (curve_live,) = m_ema["learning_curve"], m_live["learning_curve"]
     assert curve_ema["step"] == curve_live["step"] == 60
     assert curve_ema["reconstruction_psnr"] != curve_live["reconstruction_psnr"]
-    assert "<td>moving average (train.ema_decay)</td>" in build_report(ema).read_text()
-    assert "<td>weights scored</td><td>live</td>" in build_report(live).read_text()
+    assert "<td>the moving average (train.ema_decay)</td>" in build_report(ema).read_text()
+    assert "<td>weights scored</td><td>the live weights</td>" in build_report(live).read_text()

@@ -117,6 +117,11 @@ def weights_of(state: dict[str, Any], path: str | Path, weights: str = "auto") -
     return ema["weights"], "ema"
 
 
+def describe_weights(label: str) -> str:
+    """Words for a ``weights_of`` label, as the CLI summary and the report say it."""
+    return "the moving average (train.ema_decay)" if label == "ema" else "the live weights"
+
+
 def model_from_checkpoint(state: dict[str, Any], path: str | Path, config: Config | None = None,
                           weights: str = "auto") -> tuple[CCVAE, Config]:
     """Build the model of ``config`` (default: the checkpoint's own) and load the weights into it: the moving

@@ -123,6 +123,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _print_summary(m: dict) -> None:
+    from ccvae.checkpoint import describe_weights
+
     c, sw, lat = m["classifiers"], m["swap"], m["latents"]
     print("  test accuracy %      s      z (sampled)  z mean  z mean std.  chance", file=sys.stderr)
     for task in ("identity_all", "identity_heldout", "pose"):
@@ -134,9 +136,7 @@ def _print_summary(m: dict) -> None:
           f"KL {lat['kl_total']:.2f} nats", file=sys.stderr)
     print(f"  swap PSNR {sw['swap_psnr']:.2f} dB (MSE {sw['swap_mse']:.5f}); reconstruction PSNR "
           f"{sw['reconstruction_psnr']:.2f} dB", file=sys.stderr)
-    weights = m.get("settings", {}).get("weights", "live")
-    print(f"  weights scored: {'the moving average (train.ema_decay)' if weights == 'ema' else 'the live weights'}",
-          file=sys.stderr)
+    print(f"  weights scored: {describe_weights(m.get('settings', {}).get('weights', 'live'))}", file=sys.stderr)
 
 
 def _compare(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import html
 import json
 from pathlib import Path
 
+from ccvae.checkpoint import describe_weights
 from ccvae.errors import UserError
 from ccvae.fileio import ensure_writable, write_text
 from ccvae.train import last_metric
@@ -176,8 +177,7 @@ def _page(run_dir: Path, eval_dir: Path, m: dict, cfg: dict) -> str:
     train_s = run.get("train_wall_s")
     facts = [["training steps", run.get("steps")], ["parameters", run.get("parameters")],
              ["precision", run.get("precision")],
-             ["weights scored", {"ema": "moving average (train.ema_decay)", "live": "live"}.get(
-                 m.get("settings", {}).get("weights", "live"), "live")],
+             ["weights scored", describe_weights(m.get("settings", {}).get("weights", "live"))],
              ["training wall time", "-" if train_s is None else f"{train_s:.0f} s ({train_s / 60:.1f} min)"],
              ["evaluation wall time", f"{m.get('eval_wall_s', 0):.0f} s"
               + "".join(f"; {k.replace('_', ' ')} {v:.0f} s" for k, v in m.get("eval_stage_s", {}).items())],
