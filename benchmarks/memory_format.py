@@ -50,6 +50,7 @@ def main() -> None:
 
     def steps(key: tuple[str, str, str], first: int, n: int) -> None:
         for i in range(first, first + n):
+            trainers[key].step = i  # as Trainer.run counts: the step's form (train.reverse_every) follows it
             trainers[key].train_step(orders[key][i * B:(i + 1) * B])
 
     for key in trainers:

@@ -116,6 +116,7 @@ def main() -> None:
 
     def our_step():
         i = pos["i"] % trainer.steps_per_epoch
+        trainer.step = pos["i"]  # as Trainer.run counts: the step's form (train.reverse_every) and lr follow it
         trainer.train_step(order[i * B:(i + 1) * B])
         pos["i"] += 1
 
@@ -136,9 +137,13 @@ def main() -> None:
     counter_trainer = trainer if eager else Trainer(
         build_config(args.preset, overrides=[*overrides, "train.compile=off", "train.capture=off"], method=args.method),
         data, "/nonexistent", device, quiet=True)
+    # Over one cycle of the step's forms (the quick presets run the reverse cycle every third step), averaged.
+    cycle = max(1, cfg.train.reverse_every)
     with FlopCounterMode(display=False) as counter:
-        counter_trainer.train_step(order[:B])
-    flops = counter.get_total_flops()
+        for k in range(cycle):
+            counter_trainer.step = k
+            counter_trainer.train_step(order[k * B:(k + 1) * B])
+    flops = counter.get_total_flops() / cycle
     peak_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     peak = peak_flops(device, peak_dtype)
     print(f"ours ({trainer.precision}): {ours * 1000:.1f} ms/step, {B / ours:,.0f} images/s, "
@@ -152,6 +157,7 @@ def main() -> None:
         sync()
         t = time.perf_counter()
         for i in range(trainer.steps_per_epoch):
+            trainer.step = i
             trainer.train_step(order[i * B:(i + 1) * B])
         sync()
         epoch_s = time.perf_counter() - t
