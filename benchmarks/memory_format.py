@@ -50,8 +50,7 @@ def main() -> None:
 
     def steps(key: tuple[str, str, str], first: int, n: int) -> None:
         for i in range(first, first + n):
-            trainers[key].step = i  # as Trainer.run counts: the step's form (train.reverse_every) follows it
-            trainers[key].train_step(orders[key][i * B:(i + 1) * B])
+            trainers[key].train_step(orders[key][i * B:(i + 1) * B])  # advances the trainer's step to i + 1
 
     for key in trainers:
         steps(key, 0, 3)  # warm-up: oneDNN picks and caches its kernels

@@ -255,7 +255,12 @@ class Trainer:
         return self.data.flat_order("train", g)
 
     def train_step(self, flat: torch.Tensor) -> torch.Tensor:
-        """One step of the method on this rank's batch; returns (values, ran) of its terms as a (2T,) tensor."""
+        """One step of the method on this rank's batch, then ``self.step`` advances by one; returns (values, ran) of
+        its terms as a (2T,) tensor.
+
+        The step counts itself so that no caller (the loop, the benchmarks, the tests) can run every step at a frozen
+        count, i.e. with the lr, the KL ramps and the step's form (``train.reverse_every``) of step 0 throughout.
+        """
         t = self.cfg.train
         factor = lr_factor(t, self.step, self.steps_per_epoch, self.total_steps)
         for name, opt in self.optimizers.items():
@@ -272,6 +277,7 @@ class Trainer:
             ctx = StepContext(self.data, flat, self.g_data, self.g_noise, self.device, self.precision, self.step,
                               self.step_module, self.optimizers)
             values, ran = self.method.train_step(ctx)
+        self.step += 1
         return torch.cat([values, ran])
 
     # -- the loop ------------------------------------------------------------------------
@@ -298,7 +304,6 @@ class Trainer:
                 if self.ema is not None:
                     self.ema.update(self.model)
                 n_buf += 1
-                self.step += 1
                 epoch_done = self.step % self.steps_per_epoch == 0
                 finished = self.step >= self.total_steps
                 save_now = self.step % t.checkpoint_every == 0 or epoch_done or finished
