@@ -36,6 +36,30 @@ def assert_clean_error(code, err, *needles):
         assert n in lines[0], (n, lines[0])
 
 
+# Each bad input of the ccvae command, and the words its one-line error must hold.
+BAD_BEFORE_TORCH = [
+    (["train", "--set", "train.lr=inf"], "train.lr must be a finite number"),
+    (["train", "--set", "model.nope=1"], "unknown config key 'model.nope'"),
+    (["train", "--preset", "smoke", "--data", "{tmp}/missing.npz"], "data file not found"),
+    (["evaluate", "{tmp}", "--data", "{tmp}/missing.npz"], "data file not found"),
+    (["data", "info", "--data", "{tmp}/missing.npz"], "data file not found"),
+    (["data", "prepare", "--source", "{tmp}/missing", "--out", "{tmp}/o.npz", "--quiet"], "missing"),
+    (["report", "{tmp}"], "metrics.json: not found"),
+]
+
+
+def test_bad_input_fails_before_torch_loads(tmp_path):
+    """Options, config values, paths and run files are checked before torch is imported (about 2 s on 2 cores), so
+    a mistyped command fails at once; a fresh interpreter per command, since this one has torch already."""
+    for argv, needle in BAD_BEFORE_TORCH:
+        argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+        code = ("import sys; from ccvae.cli import main; rc = main(sys.argv[1:]); "
+                "print('torch' in sys.modules); raise SystemExit(rc)")
+        p = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=ENV, timeout=120)
+        assert_clean_error(p.returncode, p.stderr, needle)
+        assert p.stdout.strip() == "False", (argv, "torch was imported")
+
+
 def train_cli(capsys, data, out, *extra):
     return cli(capsys, "train", "--data", str(data), "--preset", "smoke", "--out", str(out), "--quiet",
                "--device", "cpu", *extra)

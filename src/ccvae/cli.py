@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ccvae import __version__
-from ccvae.errors import UserError
+from ccvae.errors import TrainingDiverged, UserError
 
 # Spelled out here so that ``--help`` needs no torch import; tests check them against config.PRESETS / METHOD_NAMES
 # and checkpoint.WEIGHTS.
@@ -84,7 +84,6 @@ def _check_resume_args(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from ccvae.data.paths import resolve_data_path
-    from ccvae.train import train
 
     if args.resume:
         _check_resume_args(args)
@@ -94,6 +93,10 @@ def _train(args: argparse.Namespace) -> int:
         cfg, overrides = _train_config(args), None
     data = resolve_data_path(args.data)
     run_dir = Path(args.out) if args.out else _default_run_dir(args)
+    from ccvae.train import (
+        train,  # torch: only once the options, the config and the data path have passed
+    )
+
     result = train(cfg, data, run_dir, args.device, resume=args.resume, quiet=args.quiet,
                    resume_overrides=overrides)
     if result.interrupted:
@@ -106,11 +109,12 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from ccvae.data.paths import resolve_data_path
-    from ccvae.evaluate.probes import ProbeSettings
+
+    data = resolve_data_path(args.data)
+    from ccvae.evaluate.probes import ProbeSettings  # torch: only once the data path has passed
     from ccvae.evaluate.runner import EvalSettings, evaluate_run
     from ccvae.hardware import resolve_device
 
-    data = resolve_data_path(args.data)
     log = (lambda msg: None) if args.quiet else (lambda msg: print(f"evaluate: {msg}", file=sys.stderr))
     probe = ProbeSettings(precision=args.probe_precision)
     settings = EvalSettings(probe=probe, checkpoints=args.checkpoints, weights=args.weights,
@@ -343,8 +347,6 @@ def main(argv: list[str] | None = None) -> int:
         print("ccvae: interrupted", file=sys.stderr)
         return 130
     except UserError as e:
-        from ccvae.train import TrainingDiverged
-
         if isinstance(e, TrainingDiverged):
             print(f"ccvae: training diverged: {_one_line(e)}", file=sys.stderr)
             return 3

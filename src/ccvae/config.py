@@ -16,7 +16,6 @@ from typing import Any
 import tomllib
 
 from ccvae.errors import UserError
-from ccvae.model import ModelConfig
 
 PRECISIONS = ("auto", "fp32", "bf16")
 LR_SCHEDULES = ("step", "cosine")
@@ -31,6 +30,61 @@ CAPTURE_MODES = ("off", "cuda-graph")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 METHOD_NAMES = ("ccvae", "mathieu", "szabo", "mlvae")
 SECTIONS = ("model", "train", "method")
+NORMS = ("instance", "batch", "none")  # model.norm and model.dec_norm
+
+
+@dataclass
+class ModelConfig:
+    """Architecture. The defaults are the reference run's network (2,799,139 parameters)."""
+
+    image_size: int = 60
+    style_dim: int = 512  # z: the unspecified factor (pose), Gaussian
+    class_dim: int = 512  # s: the specified factor (identity), deterministic
+    enc_channels: tuple[int, ...] = (16, 32, 64, 128)
+    enc_kernel: int = 5
+    enc_stride: int = 2
+    enc_padding: int = 1
+    dec_hidden: int = 512  # width of the decoder's first linear layer
+    dec_channels: tuple[int, ...] = (256, 128, 64, 32)  # first entry: the channels of the seed map
+    dec_kernel: int = 4
+    norm: str = "instance"  # encoder normalisation
+    dec_norm: str = "instance"  # decoder normalisation (between transposed convolutions)
+    leak: float = 0.2  # negative slope of the decoder's LeakyReLU
+    # s also scales and shifts every normalised decoder feature map (FiLM, Perez et al. 2018) besides entering
+    # the first linear layer: appearance is mostly per-channel colour, which a modulation carries at every scale.
+    dec_film: bool = False
+
+    def __post_init__(self) -> None:
+        self.enc_channels = tuple(self.enc_channels)
+        self.dec_channels = tuple(self.dec_channels)
+
+    def encoder_sizes(self) -> list[int]:
+        """Spatial size before each encoder conv and after the last: [60, 29, 14, 6, 2] by default."""
+        sizes = [self.image_size]
+        for _ in self.enc_channels:
+            sizes.append((sizes[-1] + 2 * self.enc_padding - self.enc_kernel) // self.enc_stride + 1)
+        return sizes
+
+    def validate(self) -> list[str]:
+        """Problems with the config, as messages naming the field (empty when fine)."""
+        errs = []
+        for name in ("image_size", "style_dim", "class_dim", "dec_hidden", "enc_kernel", "enc_stride", "dec_kernel"):
+            if getattr(self, name) < 1:
+                errs.append(f"model.{name} must be >= 1")
+        if self.enc_padding < 0:
+            errs.append("model.enc_padding must be >= 0")
+        if not self.enc_channels or any(c < 1 for c in self.enc_channels):
+            errs.append("model.enc_channels must be a non-empty list of positive ints")
+        if not self.dec_channels or any(c < 1 for c in self.dec_channels):
+            errs.append("model.dec_channels must be a non-empty list of positive ints")
+        if len(self.dec_channels) != len(self.enc_channels):
+            errs.append("model.dec_channels must have as many entries as model.enc_channels (the decoder mirrors it)")
+        for name in ("norm", "dec_norm"):
+            if getattr(self, name) not in NORMS:
+                errs.append(f"model.{name} must be one of {', '.join(NORMS)}")
+        if not errs and min(self.encoder_sizes()) < 1:
+            errs.append(f"model: the encoder shrinks a {self.image_size}px image below 1 px; use fewer or smaller-stride convs")
+        return errs
 
 
 @dataclass

@@ -1,4 +1,6 @@
-"""User-facing errors: one line, exit code 2, no traceback (see cli.main)."""
+"""User-facing errors: one line, exit code 2 (3 for a diverged training), no traceback (see cli.main).
+
+No torch here: the CLI tells them apart without loading it."""
 
 
 class UserError(Exception):
@@ -6,6 +8,10 @@ class UserError(Exception):
 
     The CLI prints ``ccvae: error: <message>`` and exits with status 2.
     """
+
+
+class TrainingDiverged(UserError):
+    """A loss term became NaN or Inf; the last good checkpoint is kept. The CLI exits with status 3."""
 
 
 def first_line(e: BaseException) -> str:

@@ -1,11 +1,13 @@
-"""Atomic file writes: write to a temp file beside the target, then rename.
+"""Atomic file writes: write to a temp file beside the target, then rename; and a run's metrics.csv read back.
 
-A crash or Ctrl-C never leaves a half-written file under a final name.
+A crash or Ctrl-C never leaves a half-written file under a final name. No torch here, so that the
+commands that only read or write files (``report``, ``data``) start, and fail, in a fraction of a second.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
 import os
@@ -13,6 +15,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from ccvae.errors import UserError
 
 
 def _umask() -> int:
@@ -78,7 +82,6 @@ def file_digest(path: str | os.PathLike, algorithm: str, chunk: int = 1 << 20) -
 
 def ensure_writable(directory: str | os.PathLike, what: str = "folder") -> None:
     """Raise ``UserError`` now, before any long work, if nothing can be created in ``directory``."""
-    from ccvae.errors import UserError
 
     directory = Path(directory)
     try:
@@ -122,3 +125,33 @@ class DirLock:
         if self.fd is not None:
             os.close(self.fd)  # closing the descriptor drops the flock
             self.fd = None
+
+
+def read_metrics(path: Path, warn=None) -> list[dict]:
+    """Rows of a ``metrics.csv`` as dicts of floats. A row that does not parse (a kill can cut the last
+    append short) is skipped, with a call of ``warn(message)`` when given; an unreadable file is a ``UserError``."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            raw = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{path}: cannot read ({e})") from None
+    rows, bad = [], 0
+    for r in raw:
+        try:
+            if None in r or None in r.values():  # too many or too few fields
+                raise ValueError
+            rows.append({k: float(v) for k, v in r.items()})
+        except (TypeError, ValueError):
+            bad += 1
+    if bad and warn is not None:
+        warn(f"{path}: skipped {bad} malformed row(s)")
+    return rows
+
+
+def last_metric(path: Path, key: str) -> float | None:
+    """``key`` of the last row of a ``metrics.csv``; None when the file is missing or empty."""
+    if not path.is_file():
+        return None
+    rows = read_metrics(path)
+    return rows[-1].get(key) if rows else None
+

@@ -7,10 +7,8 @@ import html
 import json
 from pathlib import Path
 
-from ccvae.checkpoint import describe_weights
 from ccvae.errors import UserError
-from ccvae.fileio import ensure_writable, write_text
-from ccvae.train import last_metric
+from ccvae.fileio import ensure_writable, last_metric, write_text
 
 # Table 1 of Jha et al. (ECCV 2018), 2D Sprites rows: test accuracy (%) of identity classifiers.
 PAPER_TABLE = [
@@ -173,6 +171,9 @@ def _page(run_dir: Path, eval_dir: Path, m: dict, cfg: dict) -> str:
                        f"{sw['same_character_psnr']:.2f}"],
                       ["pose code: dec(mean of z_C,k over C != A, s_A,k') vs x_A,k", sw["n_swaps"],
                        f"{sw['mean_pose_code_mse']:.5f}", f"{sw['mean_pose_code_psnr']:.2f}"]]
+    # torch comes with it: not before metrics.json has been read and checked.
+    from ccvae.checkpoint import describe_weights
+
     run = m.get("run", {})
     train_s = run.get("train_wall_s")
     facts = [["training steps", run.get("steps")], ["parameters", run.get("parameters")],

@@ -32,7 +32,7 @@ from ccvae.checkpoint import (
 from ccvae.config import Config, TrainConfig
 from ccvae.data.dataset import SpritesDataset
 from ccvae.ema import WeightAverage
-from ccvae.errors import UserError
+from ccvae.errors import TrainingDiverged, UserError
 from ccvae.fileio import DirLock, atomic_path, ensure_writable, write_json
 from ccvae.hardware import (
     DistInfo,
@@ -53,10 +53,6 @@ def metric_fields(method: type[Method] | Method) -> tuple[str, ...]:
 
 
 METRIC_FIELDS = metric_fields(METHODS["ccvae"])
-
-
-class TrainingDiverged(UserError):
-    """A loss term became NaN or Inf; the last good checkpoint is kept."""
 
 
 @dataclass
@@ -572,33 +568,3 @@ def train(cfg: Config, data_path: Path, run_dir: Path, device_name: str = "auto"
             lock.release()
         if dist.enabled:
             shutdown_distributed()
-
-
-def read_metrics(path: Path, warn=None) -> list[dict]:
-    """Rows of a ``metrics.csv`` as dicts of floats. A row that does not parse (a kill can cut the last
-    append short) is skipped, with a call of ``warn(message)`` when given; an unreadable file is a ``UserError``."""
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            raw = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise UserError(f"{path}: cannot read ({e})") from None
-    rows, bad = [], 0
-    for r in raw:
-        try:
-            if None in r or None in r.values():  # too many or too few fields
-                raise ValueError
-            rows.append({k: float(v) for k, v in r.items()})
-        except (TypeError, ValueError):
-            bad += 1
-    if bad and warn is not None:
-        warn(f"{path}: skipped {bad} malformed row(s)")
-    return rows
-
-
-def last_metric(path: Path, key: str) -> float | None:
-    """``key`` of the last row of a ``metrics.csv``; None when the file is missing or empty."""
-    if not path.is_file():
-        return None
-    rows = read_metrics(path)
-    return rows[-1].get(key) if rows else None
-

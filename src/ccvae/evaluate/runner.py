@@ -30,9 +30,8 @@ from ccvae.evaluate.encode import Encodings, decode_batched, encode_rows, prepar
 from ccvae.evaluate.latents import latent_stats
 from ccvae.evaluate.probes import ProbeSettings, fit_classifier, fit_predictor, r2_score
 from ccvae.evaluate.swap import per_image_mse, swap_metrics
-from ccvae.fileio import ensure_writable, plain_mode, write_json
+from ccvae.fileio import ensure_writable, last_metric, plain_mode, write_json
 from ccvae.hardware import resolve_precision
-from ccvae.train import last_metric
 from ccvae.workers import parallel_map, resolve_jobs, worker_pool
 
 

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ccvae.config import ModelConfig
 from ccvae.hardware import autocast
 from ccvae.methods.base import Method, StepContext, done
-from ccvae.model import ModelConfig
 
 
 class PairDiscriminator(nn.Module):
