@@ -141,6 +141,39 @@ def test_sigint_saves_and_exits_130(tmp_path, tiny_npz):
     assert "interrupted" in (run / "log.txt").read_text()
 
 
+# A Ctrl-C whose KeyboardInterrupt Python raises inside a weakref callback (as importlib's module-lock callback runs
+# during the long torch import), where it is printed as "Exception ignored" and dropped.
+SWALLOWED_CTRL_C = """
+import signal, sys, weakref
+import ccvae.data.paths as paths
+from ccvae.cli import main
+real = paths.resolve_data_path
+class Thing: pass
+def resolve_with_a_swallowed_ctrl_c(path):
+    thing = Thing()
+    ref = weakref.ref(thing, lambda r: signal.raise_signal(signal.SIGINT))
+    del thing  # the callback runs here; the handler's KeyboardInterrupt is raised inside it
+    return real(path)
+paths.resolve_data_path = resolve_with_a_swallowed_ctrl_c
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def test_a_swallowed_ctrl_c_still_stops_the_command(tmp_path, tiny_npz):
+    """The Ctrl-C counts although Python dropped its KeyboardInterrupt: exit 130 with one line, nothing trained,
+    and the same command runs afterwards."""
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(tiny_npz), "--preset", "smoke", "--out", str(run), "--max-steps", "4", "--quiet",
+            "--device", "cpu"]
+    p = subprocess.run([sys.executable, "-c", SWALLOWED_CTRL_C, *argv], capture_output=True, text=True, env=ENV,
+                       timeout=120)
+    assert p.returncode == 130, p.stderr
+    assert p.stderr.strip().splitlines() == ["ccvae: interrupted"], p.stderr
+    assert not (run / "checkpoints" / "last.pt").exists()
+    p = subprocess.run([sys.executable, "-m", "ccvae", *argv], capture_output=True, text=True, env=ENV, timeout=120)
+    assert p.returncode == 0, p.stderr
+
+
 def test_nan_stops_with_step_and_term(tmp_path, tiny_npz, monkeypatch):
     from ccvae.methods.ccvae import CycleVAE
     from ccvae.train import prepare_run_dir

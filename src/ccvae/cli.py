@@ -93,10 +93,10 @@ def _train(args: argparse.Namespace) -> int:
         cfg, overrides = _train_config(args), None
     data = resolve_data_path(args.data)
     run_dir = Path(args.out) if args.out else _default_run_dir(args)
-    from ccvae.train import (
-        train,  # torch: only once the options, the config and the data path have passed
-    )
+    # torch: only once the options, the config and the data path have passed.
+    from ccvae.train import train
 
+    _stop_if_signalled()
     result = train(cfg, data, run_dir, args.device, resume=args.resume, quiet=args.quiet,
                    resume_overrides=overrides)
     if result.interrupted:
@@ -111,10 +111,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ccvae.data.paths import resolve_data_path
 
     data = resolve_data_path(args.data)
-    from ccvae.evaluate.probes import ProbeSettings  # torch: only once the data path has passed
+    # torch: only once the data path has passed.
+    from ccvae.evaluate.probes import ProbeSettings
     from ccvae.evaluate.runner import EvalSettings, evaluate_run
     from ccvae.hardware import resolve_device
 
+    _stop_if_signalled()
     log = (lambda msg: None) if args.quiet else (lambda msg: print(f"evaluate: {msg}", file=sys.stderr))
     probe = ProbeSettings(precision=args.probe_precision)
     settings = EvalSettings(probe=probe, checkpoints=args.checkpoints, weights=args.weights,
@@ -166,6 +168,7 @@ def _run(args: argparse.Namespace) -> int:
     from ccvae.report import build_report
     from ccvae.train import train
 
+    _stop_if_signalled()
     if args.resume:
         _check_resume_args(args)
     cfg = None if args.resume else _train_config(args)
@@ -306,8 +309,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Signals received by this call of main (SIGINT, SIGTERM).
+_SIGNALLED: list[int] = []
+
+
 def _interrupt(signum, frame) -> None:
+    _SIGNALLED.append(signum)
     raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C, so every cleanup (finally) runs
+
+
+def _stop_if_signalled() -> None:
+    """Raise the KeyboardInterrupt of a signal that Python swallowed.
+
+    A Ctrl-C that lands while a long import (torch) runs importlib's module-lock weakref callback is raised inside
+    that callback, where Python prints "Exception ignored" and drops it: the command went on and trained to the
+    end with exit 0 (seen in the fault drill's "Ctrl-C while loading data"). Called after each such import."""
+    if _SIGNALLED:
+        raise KeyboardInterrupt
+
+
+def _quiet_interrupts(hook):
+    """``sys.unraisablehook`` that drops a KeyboardInterrupt (``_stop_if_signalled`` raises it again) and passes on
+    everything else, so that an interrupted command still prints its one line."""
+    def filtered(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            hook(unraisable)
+    return filtered
 
 
 def _one_line(message: str) -> str:
@@ -331,8 +358,10 @@ def _out_of_memory(e: BaseException) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     """The ``ccvae`` command. Exit codes: see ``EXIT_CODES``."""
+    _SIGNALLED.clear()
+    old_handlers = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    old_hook, sys.unraisablehook = sys.unraisablehook, _quiet_interrupts(sys.unraisablehook)
     try:
-        signal.signal(signal.SIGTERM, _interrupt)
         parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "command", None):
@@ -362,6 +391,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"ccvae: error: {oom}", file=sys.stderr)
         return 2
+    finally:
+        sys.unraisablehook = old_hook
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
 
 
 def entry() -> None:
