@@ -139,9 +139,9 @@ def main() -> None:
         data, "/nonexistent", device, quiet=True)
     # Over one cycle of the step's forms (the quick presets run the reverse cycle every third step), averaged.
     cycle = max(1, cfg.train.reverse_every)
+    counter_trainer.step = 0  # train_step advances it through the cycle
     with FlopCounterMode(display=False) as counter:
         for k in range(cycle):
-            counter_trainer.step = k
             counter_trainer.train_step(order[k * B:(k + 1) * B])
     flops = counter.get_total_flops() / cycle
     peak_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -155,9 +155,9 @@ def main() -> None:
     epoch_s = None
     if args.epoch:
         sync()
+        trainer.step = 0  # the epoch from its first step; train_step advances it
         t = time.perf_counter()
         for i in range(trainer.steps_per_epoch):
-            trainer.step = i
             trainer.train_step(order[i * B:(i + 1) * B])
         sync()
         epoch_s = time.perf_counter() - t

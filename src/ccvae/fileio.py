@@ -82,7 +82,6 @@ def file_digest(path: str | os.PathLike, algorithm: str, chunk: int = 1 << 20) -
 
 def ensure_writable(directory: str | os.PathLike, what: str = "folder") -> None:
     """Raise ``UserError`` now, before any long work, if nothing can be created in ``directory``."""
-
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -154,4 +153,3 @@ def last_metric(path: Path, key: str) -> float | None:
         return None
     rows = read_metrics(path)
     return rows[-1].get(key) if rows else None
-
