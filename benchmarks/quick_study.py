@@ -171,6 +171,9 @@ VARIANTS: dict[str, list[str]] = {
     # step 5,000, before the lr decay. The first row prices its step (the cross-cycle from step 0).
     "bigdec2-kl2-revdec-rev3-rc30-cc0.5-p16": QUICK_V3 + REV3 + CC_P16,
     "bigdec2-kl2-revdec-rev3-rc30-cc0.5-p16-from5000": QUICK_V3 + REV3 + CC_P16 + ["train.cross_cycle_start=5000"],
+    # Twenty-sixth round: the preset with a critic of I(z; s) charged to the encoder (train.independence_coef,
+    # FactorVAE's density-ratio trick), a signal on cross-character pairs that needs no decoder pass.
+    "bigdec2-kl2-revdec-rev3-rc30-ind20": QUICK_V3 + REV3 + ["train.independence_coef=20.0"],
 }
 
 

@@ -35,6 +35,7 @@ def _steps(t: Trainer, n: int) -> list[torch.Tensor]:
     # A cross-cycle that joins at step 3: before and after it, each with and without the reverse cycle.
     ("ccvae", ["train.cross_cycle_coef=1.0", "train.cross_cycle_start=3"],
      {(True, False), (False, False), (True, True), (False, True)}),
+    ("ccvae", ["train.independence_coef=20.0"], {True, False}),  # the critic's own Adam step
     ("mlvae", [], None)])
 def test_captured_path_equals_the_plain_step_bit_for_bit(tmp_path, tiny_npz, method, extra, forms):
     """Same optimisers (tensor lr) and generators: the captured path's losses and weights equal the plain step's

@@ -224,7 +224,8 @@ def test_every_study_variant_is_a_valid_config_with_a_cost():
     """Each row of ``benchmarks/quick_study.py`` builds (a typo in an override would otherwise surface 30 minutes into
     a study run) and has its CPU step time; the thirteenth round's winner at its budget is quick-v2, the sixteenth round's row
     at its budget quick-sharp, the same row at the rounds' budget quick-v3 (nineteenth round), and the twenty-first
-    round's reverse cycle every third step on it today's quick preset."""
+    round's reverse cycle every third step on it quick-v4, and the twenty-sixth round's critic of I(z; s) on that
+    today's quick preset."""
     import json
     from pathlib import Path
 
@@ -247,7 +248,9 @@ def test_every_study_variant_is_a_valid_config_with_a_cost():
     assert configs["bigdec2-kl2-revdec"].train.max_steps == 5_056
     assert configs["bigdec2-kl2-revdec"] == build_config("quick-v3", overrides=["train.epochs=10"])
     assert configs["bigdec2-kl2-revdec-rev3-rc30"].train.max_steps == 8_371
-    assert configs["bigdec2-kl2-revdec-rev3-rc30"] == build_config("quick", overrides=["train.epochs=10"])
+    assert configs["bigdec2-kl2-revdec-rev3-rc30"] == build_config("quick-v4", overrides=["train.epochs=10"])
+    assert configs["bigdec2-kl2-revdec-rev3-rc30-ind20"].train.max_steps == 7_874
+    assert configs["bigdec2-kl2-revdec-rev3-rc30-ind20"] == build_config("quick", overrides=["train.epochs=10"])
     sets = study.VARIANTS["bigdec2-kl2-revdec"]
     steps = int(study.SHARP_BUDGET_S / times["bigdec2-kl2-revdec"])
     assert steps == 12_000
@@ -261,9 +264,11 @@ def test_quick_presets_of_the_baselines():
     first = build_config("quick-v1")
     assert first.model.dec_channels == (64, 32, 32, 16) and first.model.dec_hidden == 256
     # quick-v1 is quick-v2 without what the thirteenth round added (the study's rows rerun on it), quick-v3 is
-    # quick-v2 with the nineteenth round's wider decoder and fewer steps, and today's quick preset is quick-v3 with
-    # the twenty-first round's reverse cycle every third step, at three times the weight, for more steps.
-    second, third, today = build_config("quick-v2"), build_config("quick-v3"), build_config("quick")
+    # quick-v2 with the nineteenth round's wider decoder and fewer steps, quick-v4 is quick-v3 with the twenty-first
+    # round's reverse cycle every third step, at three times the weight, for more steps, and today's quick preset is
+    # quick-v4 with the twenty-sixth round's critic of I(z; s), for fewer steps.
+    second, third, fourth = build_config("quick-v2"), build_config("quick-v3"), build_config("quick-v4")
+    today = build_config("quick")
     assert build_config("quick-v1", overrides=[
         "model.dec_channels=[128,64,32,16]", "model.dec_hidden=512", "train.kl_coef=2.0", "train.reverse_updates=all",
         "train.lr_decay_steps=6557", "train.max_steps=7882"]) == second
@@ -272,7 +277,9 @@ def test_quick_presets_of_the_baselines():
         "train.max_steps=5056"]) == third
     assert build_config("quick-v3", overrides=[
         "train.reverse_every=3", "train.reverse_cycle_coef=30", "train.lr_decay_steps=6964",
-        "train.max_steps=8371"]) == today
+        "train.max_steps=8371"]) == fourth
+    assert build_config("quick-v4", overrides=[
+        "train.independence_coef=20", "train.lr_decay_steps=6550", "train.max_steps=7874"]) == today
     for name in ("mathieu", "szabo", "mlvae"):
         cfg = build_config("quick", method=name)
         assert cfg.method.name == name and cfg.model == first.model

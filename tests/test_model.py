@@ -366,7 +366,8 @@ def test_reverse_decoder_step_forward_needs_a_decoder_term():
     (["train.reverse_identity_coef=2.0", "train.reverse_decoder_step=forward"], "reverse_identity"),
     (["train.reverse_anchor_coef=5.0", "train.reverse_z=posterior", "train.reverse_updates=all"], "reverse_anchor"),
     (["train.cross_cycle_coef=1.0"], "cross_cycle"),
-    (["train.z_view=channel_permute"], "reconstruction")])
+    (["train.z_view=channel_permute"], "reconstruction"),
+    (["train.independence_coef=20.0"], "critic_accuracy")])
 def test_optional_reverse_terms_are_logged_and_resume_exactly(tmp_path, capsys, tiny_npz, sets, column):
     import csv
     import math
@@ -391,6 +392,9 @@ def test_optional_reverse_terms_are_logged_and_resume_exactly(tmp_path, capsys, 
     b = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+    assert a["extras"].keys() == b["extras"].keys()
+    for k in a["extras"]:  # the critic of train.independence_coef
+        assert torch.equal(a["extras"][k], b["extras"][k]), k
 
 
 @pytest.mark.parametrize("norm", ["instance", "batch"])
@@ -550,3 +554,74 @@ def test_z_view_config_errors():
         build_config("smoke", overrides=["train.z_view=grey"])
     with pytest.raises(UserError, match="train.z_view is an option of the ccvae method"):
         build_config("smoke", overrides=["train.z_view=channel_permute"], method="mlvae")
+
+
+def test_independence_term_trains_z_only_and_adds_on_the_kl_scale():
+    """train.independence_coef: the forward cycle's loss plus coef * 2 * (the critic's mean logit on joint rows) /
+    C*H*W. Its gradient reaches the encoder's z head through z only: not s's head, not the decoder, not the
+    critic; the forward cycle itself is unchanged."""
+    cfg = build_config("smoke", overrides=["model.style_dim=6", "train.independence_coef=20.0"])
+    g = torch.Generator().manual_seed(7)
+    x1, x2 = torch.rand(4, 3, 60, 60, generator=g), torch.rand(4, 3, 60, 60, generator=g)
+    eps = torch.randn(8, 6, generator=g)
+    torch.manual_seed(0)
+    losses = CycleVAE(CCVAE(cfg.model), cfg)
+    loss, recon, kl, dep, z, s = losses("independent", x1, x2, eps)
+    _, recon0, kl0 = losses("forward", x1, x2, eps)
+    assert torch.equal(recon, recon0) and torch.equal(kl, kl0)
+    torch.testing.assert_close(loss.detach(), 2.0 * recon + 3.0 * kl + 20.0 * 2 * dep / (3 * 60 * 60))
+    assert z.shape == (8, 6) and s.shape == (8, cfg.model.class_dim) and not z.requires_grad
+    # The term alone: coef * 2 * dep / numel, through z.
+    losses.zero_grad(set_to_none=True)
+    from ccvae.methods.independence import dependence_estimate
+    mu, logvar, s_live = losses.model.encode(torch.cat([x1, x2]))
+    # The critic judges each z beside the s it is decoded with: its pair's other image's (z1 with s2, z2 with s1).
+    assert torch.equal(s, torch.cat([s_live[4:], s_live[:4]]).detach())
+    dependence_estimate(losses.extras["critic"], mu, s_live).backward()
+    assert all(p.grad is None for p in losses.extras["critic"].parameters())
+    assert all(p.grad is None for p in losses.model.decoder.parameters())
+    grads = {k: p.grad for k, p in losses.model.encoder.named_parameters()}
+    assert any(v is not None and v.abs().sum() > 0 for v in grads.values())
+    with pytest.raises(UserError, match="train.independence_coef > 0 needs train.cross_cycle_coef=0"):
+        build_config("smoke", overrides=["train.independence_coef=1.0", "train.cross_cycle_coef=1.0"])
+    with pytest.raises(UserError, match="train.independence_coef is an option of the ccvae method"):
+        build_config("smoke", overrides=["train.independence_coef=1.0"], method="mlvae")
+    with pytest.raises(UserError, match="train coefficients must be >= 0"):
+        build_config("smoke", overrides=["train.independence_coef=-1.0"])
+
+
+def test_critic_tells_dependent_codes_from_independent_ones():
+    """The critic's logistic loss on joint rows (z_i, s_i) against product rows (z_i, s of another row): trained on
+    codes where z copies a character code carried by s, it tells them apart and its estimate of I(z; s) is large;
+    on a z drawn independently of s it stays at chance and the estimate near 0. The product rows pair each row
+    with another pair's s (row i of either half, [s2; s1], is pair i's character)."""
+    from ccvae.methods.independence import (
+        LatentCritic,
+        critic_loss,
+        dependence_estimate,
+        other_characters,
+    )
+
+    s_rows = torch.arange(6.0)[:, None]  # rows 0-2: s2, 3-5: s1; pair i: rows i and i + 3
+    rolled = other_characters(s_rows)[:, 0].long()
+    assert all(int(r) % 3 != i % 3 for i, r in enumerate(rolled))
+    g = torch.Generator().manual_seed(0)
+    results = {}
+    for planted in (True, False):
+        torch.manual_seed(0)
+        critic = LatentCritic(4, 8)
+        opt = torch.optim.Adam(critic.parameters(), lr=1e-3)
+        for _ in range(300):
+            chars = torch.randint(50, (32,), generator=g)
+            codes = torch.randn(50, 8, generator=torch.Generator().manual_seed(1))  # one s per character
+            s = torch.cat([codes[chars], codes[chars]])  # (64, 8): a pair's two images share a character
+            z = torch.randn(64, 4, generator=g)
+            if planted:
+                z[:, :2] = s[:, :2] + 0.1 * torch.randn(64, 2, generator=g)  # z carries the character
+            loss, acc = critic_loss(critic, z, s)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        results[planted] = (acc.item(), dependence_estimate(critic, z, s).item())
+    assert results[True][0] > 0.9 and results[True][1] > 1.0, results
+    assert results[False][0] < 0.7 and abs(results[False][1]) < 0.5, results

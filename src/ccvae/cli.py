@@ -16,7 +16,7 @@ from ccvae.errors import TrainingDiverged, UserError
 # Spelled out here so that ``--help`` needs no torch import; tests check them against config.PRESETS / METHOD_NAMES
 # and checkpoint.WEIGHTS.
 PRESET_NAMES = ("paper", "paper-z512-s64", "paper-z1024-s512", "quick", "quick-v1", "quick-v2", "quick-v3",
-                "quick-sharp", "quick-mathieu", "quick-szabo", "quick-mlvae", "smoke")
+                "quick-v4", "quick-sharp", "quick-mathieu", "quick-szabo", "quick-mlvae", "smoke")
 METHOD_NAMES = ("ccvae", "mathieu", "szabo", "mlvae")
 WEIGHTS = ("auto", "ema", "live")
 
@@ -221,8 +221,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="paper",
                    choices=PRESET_NAMES,
                    help="paper: the reference run (z 512 / s 512, 150 epochs); paper-z512-s64, paper-z1024-s512: "
-                        "the paper's Table 1 rows; quick: 8,371 steps, 15-40 min on a 2-core CPU; quick-sharp: "
-                        "quick-v3 for 12,000 steps; quick-v1, quick-v2, quick-v3: the earlier quick presets; "
+                        "the paper's Table 1 rows; quick: 7,874 steps, 15-40 min on a 2-core CPU; quick-sharp: "
+                        "quick-v3 for 12,000 steps; quick-v1 to quick-v4: the earlier quick presets; "
                         "quick-<method>: "
                         "the quick budget tuned for a baseline; smoke: seconds")
     p.add_argument("--method", choices=METHOD_NAMES,

@@ -154,6 +154,13 @@ class TrainConfig:
     # order and a character's colours do, so any colour z passes on is noise to the decoder, which must take every
     # colour from s: the swap's cross-character pair asks exactly that. One encoder call over twice the images.
     z_view: str = "image"
+    # Independence of z from s (beyond the paper; 0: off): a critic (an MLP on (z, s)) learns to tell a forward-cycle
+    # z beside its own image's s from the same z beside another character's s, and the encoder is charged this
+    # weight times the critic's density-ratio estimate of I(z; s) (Kim and Mnih, FactorVAE, ICML 2018, Sec. 3), on
+    # the KL's scale (nats per image / C*H*W). Every character is drawn in the same poses, so any dependence of z on
+    # s is the other character that a swap carries. Logged as independence (the estimate, nats per image) and
+    # critic_accuracy.
+    independence_coef: float = 0.0
     # Exponential moving average of the weights (beyond the paper; 0: off): after each step avg <- d * avg +
     # (1 - d) * weights, with a warm-up (ema.py). Checkpoints keep it beside the weights, and evaluation scores it
     # (``ccvae evaluate --weights``). Training never reads it, so a run's steps are the same with it or without.
@@ -248,7 +255,7 @@ class Config:
             (0 < t.lr_decay_factor <= 1, "train.lr_decay_factor must be in (0, 1]"),
             (t.lr_decay_steps >= 0, "train.lr_decay_steps must be >= 0"),
             (min(t.reconstruction_coef, t.reverse_cycle_coef, t.kl_coef, t.reverse_identity_coef,
-                 t.reverse_anchor_coef, t.cross_cycle_coef) >= 0,
+                 t.reverse_anchor_coef, t.cross_cycle_coef, t.independence_coef) >= 0,
              "train coefficients must be >= 0"),
             (t.lr_schedule in LR_SCHEDULES, f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}"),
             (t.kl_warmup_steps >= 0, "train.kl_warmup_steps must be >= 0"),
@@ -275,6 +282,10 @@ class Config:
              "train.z_view is an option of the ccvae method (method.name=ccvae)"),
             (t.cross_cycle_coef == 0 or t.reverse_decoder_step == "reverse",
              "train.cross_cycle_coef > 0 needs train.reverse_decoder_step=reverse"),
+            (t.independence_coef == 0 or self.method.name == "ccvae",
+             "train.independence_coef is an option of the ccvae method (method.name=ccvae)"),
+            (t.independence_coef == 0 or (t.cross_cycle_coef == 0 and t.reverse_decoder_step == "reverse"),
+             "train.independence_coef > 0 needs train.cross_cycle_coef=0 and train.reverse_decoder_step=reverse"),
             (0 <= t.ema_decay < 1, "train.ema_decay must be in [0, 1) (0: off)"),
             (0 <= t.seed < 2**63, "train.seed must be in [0, 2**63)"),
             (t.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}"),
@@ -381,14 +392,24 @@ _QUICK_V3: dict[str, dict[str, Any]] = {
         "train": {**_QUICK_V2["train"], "max_steps": 5_056, "lr_decay_steps": 4_206},
 }
 
-# The quick preset: _QUICK_V3 with the reverse cycle every third step at three times the weight (30; the same mean
-# pressure), which buys 8,371 steps instead of 5,056 in the same CPU budget: with the decoder's terms the reverse
-# cycle was 50-60 % of a step (the study's `bigdec2-kl2-revdec-rev3-rc30`, twenty-first round, three seeds; the lr
-# decay at the same 83 % of the run). Against _QUICK_V3: see docs/quick-study.md, twenty-first round.
-_QUICK: dict[str, dict[str, Any]] = {
+# The fourth quick preset (up to the twenty-fifth study round): _QUICK_V3 with the reverse cycle every third step at
+# three times the weight (30; the same mean pressure), which buys 8,371 steps instead of 5,056 in the same CPU budget:
+# with the decoder's terms the reverse cycle was 50-60 % of a step (the study's `bigdec2-kl2-revdec-rev3-rc30`,
+# twenty-first round, three seeds; the lr decay at the same 83 % of the run). Against _QUICK_V3: see
+# docs/quick-study.md, twenty-first round.
+_QUICK_V4: dict[str, dict[str, Any]] = {
         "model": dict(_QUICK_V3["model"]),
         "train": {**_QUICK_V3["train"], "max_steps": 8_371, "lr_decay_steps": 6_964, "reverse_every": 3,
                   "reverse_cycle_coef": 30.0},
+}
+
+# The quick preset: _QUICK_V4 with a critic of I(z; s) charged to the encoder at weight 20 (train.independence_coef;
+# the study's `bigdec2-kl2-revdec-rev3-rc30-ind20`, twenty-sixth round, three seeds). Its step costs x 1.063, so the
+# same CPU budget buys 7,874 steps, the lr decay at the same 83 % of the run. Against _QUICK_V4: the cross-character
+# gap of the swap shrinks by about 0.9 dB and the swap passes 22 dB (docs/quick-study.md, twenty-sixth round).
+_QUICK: dict[str, dict[str, Any]] = {
+        "model": dict(_QUICK_V4["model"]),
+        "train": {**_QUICK_V4["train"], "max_steps": 7_874, "lr_decay_steps": 6_550, "independence_coef": 20.0},
 }
 
 
@@ -420,11 +441,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "paper-z1024-s512": {"model": {"style_dim": 1024, "class_dim": 512}},
     "quick": _QUICK,
     # The first quick preset (up to the thirteenth study round; README's `runs/quick-v5`), the second (up to the
-    # nineteenth) and the third (up to the twenty-first), kept so that their results and the study's earlier rows
-    # rerun as they ran.
+    # nineteenth), the third (up to the twenty-first) and the fourth (up to the twenty-fifth), kept so that their
+    # results and the study's earlier rows rerun as they ran.
     "quick-v1": _QUICK_V1,
     "quick-v2": _QUICK_V2,
     "quick-v3": _QUICK_V3,
+    "quick-v4": _QUICK_V4,
     # Sharper swaps for about 2.5 times the quick preset's training (docs/quick-study.md, sixteenth round).
     "quick-sharp": _QUICK_SHARP,
     # The baselines at the quick budget: the first quick preset's backbone and optimiser, each method's own

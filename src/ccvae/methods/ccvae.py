@@ -12,7 +12,9 @@ around (the latent reconstruction of Huang et al., MUNIT, ECCV 2018, on a poster
 paper) adds DRIT's cross-cycle (Lee et al., ECCV 2018) to the forward cycle's step: two characters swapped twice
 must come back, a pixel target for the cross-character (z, s) pairs that a swap decodes. With ``train.z_view =
 "channel_permute"`` (beyond the paper) the forward cycle reads z from a copy of each image with its colour channels
-reordered, so that the decoder must take a character's colours from s alone.
+reordered, so that the decoder must take a character's colours from s alone. ``train.independence_coef`` (beyond the
+paper) charges the encoder a critic's estimate of I(z; s) in the forward cycle's step (FactorVAE's density-ratio
+trick; ``independence.py``), the critic learning in a step of its own.
 
 ``fast=True`` batches the two halves of each cycle into one encoder and one decoder call
 (identical maths: normalisation is per sample, or batch norm over the same concatenated batch);
@@ -34,6 +36,7 @@ from ccvae.config import Config
 from ccvae.hardware import autocast
 from ccvae.losses import kl_to_standard_normal, reconstruction_mse, reverse_cycle_l1
 from ccvae.methods.base import Method, StepContext
+from ccvae.methods.independence import LatentCritic, critic_loss, dependence_estimate
 from ccvae.model import CCVAE, reparameterize
 
 # The six orders of the RGB channels; row 0 is the identity.
@@ -74,6 +77,8 @@ class CycleVAE(Method):
     """``loss_forward(x1, x2, eps)`` -> (loss, recon, kl); ``loss_cross(x1, x2, eps)`` -> (loss, recon, kl, cross)
     (forward cycle plus cross-cycle, with ``cross_cycle_coef``); ``loss_reverse(xa, xb, noise)`` -> (loss, l1, id_l1,
     anchor_l1).
+    With ``independence_coef``: ``loss_independent(x1, x2, eps)`` -> (loss, recon, kl, dependence, z, s) in place of
+    ``loss_forward``, then ``loss_critic(z, s)`` -> (loss, accuracy).
     With ``reverse_decoder_step = "forward"``: ``loss_joint`` (forward cycle + the decoder's reverse terms) then
     ``loss_reencode`` (the encoder's reverse cycle on the images ``loss_joint`` generated)."""
 
@@ -83,7 +88,7 @@ class CycleVAE(Method):
     # The reverse-cycle L1 of the last reverse batch with the model in eval mode (the network users get);
     # with batch norm it can be far above the train-mode value when the encoder leans on batch statistics.
     DIAGNOSTICS = ("reverse_cycle_eval",)
-    MODES = ("forward", "cross", "reverse", "joint", "reencode")
+    MODES = ("forward", "cross", "reverse", "joint", "reencode", "independent", "critic")
 
     def __init__(self, model: CCVAE, cfg: Config, fast: bool = True) -> None:
         super().__init__(model, cfg, fast)
@@ -91,7 +96,14 @@ class CycleVAE(Method):
         # Optional terms get their own metrics.csv column only when they are on.
         self.TERMS = CycleVAE.TERMS + (("reverse_identity",) if cfg.train.reverse_identity_coef > 0 else ()) + (
             ("reverse_anchor",) if cfg.train.reverse_anchor_coef > 0 else ()) + (
-            ("cross_cycle",) if cfg.train.cross_cycle_coef > 0 else ())
+            ("cross_cycle",) if cfg.train.cross_cycle_coef > 0 else ()) + (
+            ("independence", "critic_accuracy") if self._independent() else ())
+        if self._independent():
+            self.extras["critic"] = LatentCritic(cfg.model.style_dim, cfg.model.class_dim)
+
+    def _independent(self) -> bool:
+        """The encoder is charged the critic's estimate of I(z; s) (``train.independence_coef``)."""
+        return self.cfg.train.independence_coef > 0
 
     def _decoder_learns_reverse(self) -> bool:
         t = self.cfg.train
@@ -110,7 +122,8 @@ class CycleVAE(Method):
         model when the reverse cycle's step trains the decoder: ``reverse_updates = "all"`` or
         ``reverse_identity_coef``, with ``reverse_decoder_step = "reverse"``)."""
         rev = self.model if self._trains_decoder_in_reverse() else self.model.encoder
-        return {"fwd": self.adam(self.model.parameters()), "rev": self.adam(rev.parameters())}
+        critic = {"critic": self.adam(self.extras["critic"].parameters())} if self._independent() else {}
+        return {"fwd": self.adam(self.model.parameters()), "rev": self.adam(rev.parameters()), **critic}
 
     def step_variant(self, step: int) -> object:
         """With or without the reverse cycle; with a cross-cycle that joins late, also before or after it joins."""
@@ -146,6 +159,8 @@ class CycleVAE(Method):
                 loss, recon, kl, id_l1, x_gen = ctx.call("joint", pairs.x1, pairs.x2, eps, xa, xb, noise, *z_view)
             elif crossed:
                 loss, recon, kl, cross = ctx.call("cross", pairs.x1, pairs.x2, eps, *z_view)
+            elif self._independent():
+                loss, recon, kl, dependence, z, s = ctx.call("independent", pairs.x1, pairs.x2, eps, *z_view)
             else:
                 loss, recon, kl = ctx.call("forward", pairs.x1, pairs.x2, eps, *z_view)
         loss.backward()
@@ -153,6 +168,14 @@ class CycleVAE(Method):
 
         zero = torch.zeros((), device=ctx.device)
         by_term = {"reconstruction": recon, "kl": kl, **({"cross_cycle": cross} if crossed else {})}
+        if self._independent():  # the critic learns on the codes the encoder was just charged on
+            opt_critic = ctx.optimizers["critic"]
+            opt_critic.zero_grad(set_to_none=True)
+            with autocast(ctx.device, ctx.precision):
+                c_loss, c_acc = ctx.call("critic", z, s)
+            c_loss.backward()
+            opt_critic.step()
+            by_term.update(independence=dependence, critic_accuracy=c_acc)
         if reverse:
             anchor_l1 = zero
             opt_rev.zero_grad(set_to_none=True)
@@ -199,6 +222,24 @@ class CycleVAE(Method):
         loss, recon, kl, z, s = self._forward_cycle(x1, x2, eps, x_z)
         cross = self._cross_cycle(torch.cat([x1, x2]), z, s)
         return loss + self.cfg.train.cross_cycle_coef * cross, recon, kl, cross.detach()
+
+    def loss_independent(self, x1: torch.Tensor, x2: torch.Tensor, eps: torch.Tensor, x_z: torch.Tensor | None = None):
+        """The forward cycle plus ``independence_coef`` times the critic's estimate of I(z; s), on the KL's scale
+        (nats per image, two z per pair, / C*H*W), in one loss and one Adam step.
+
+        Returns (loss, recon, kl, dependence in nats per image, and for the critic's step, detached: z (2B,
+        style_dim) and the s each z is decoded with (2B, class_dim), its pair's other image's: [s2; s1])."""
+        loss, recon, kl, z, s = self._forward_cycle(x1, x2, eps, x_z)
+        B = x1.shape[0]
+        s_decoded = torch.cat([s[B:], s[:B]])  # z1 with s2, z2 with s1: one character, another pose
+        dependence = dependence_estimate(self.extras["critic"], z, s_decoded)
+        loss = loss + self.cfg.train.independence_coef * 2 * dependence / x1[0].numel()
+        return loss, recon, kl, dependence.detach(), z.detach(), s_decoded.detach()
+
+    def loss_critic(self, z: torch.Tensor, s: torch.Tensor):
+        """The critic's logistic loss on joint and product rows of the forward cycle's codes (``independence.py``).
+        Returns (loss, accuracy)."""
+        return critic_loss(self.extras["critic"], z, s)
 
     def _forward_cycle(self, x1: torch.Tensor, x2: torch.Tensor, eps: torch.Tensor, x_z: torch.Tensor | None = None):
         """The forward cycle's (loss, recon, kl) and its codes: z (2B, style_dim) sampled, s (2B, class_dim); x1's rows,
