@@ -155,9 +155,10 @@ class TrainConfig:
     # colour from s: the swap's cross-character pair asks exactly that. One encoder call over twice the images.
     z_view: str = "image"
     # Independence of z from s (beyond the paper; 0: off): a critic (an MLP on (z, s)) learns to tell a forward-cycle
-    # z beside its own image's s from the same z beside another character's s, and the encoder is charged this
-    # weight times the critic's density-ratio estimate of I(z; s) (Kim and Mnih, FactorVAE, ICML 2018, Sec. 3), on
-    # the KL's scale (nats per image / C*H*W). Every character is drawn in the same poses, so any dependence of z on
+    # z beside the s it is decoded with (its pair's other image: the same character in another pose, so that the pose
+    # s also carries is not what they share) from the same z beside another character's s, and the encoder is charged
+    # this weight times the critic's density-ratio estimate of I(z; s) (Kim and Mnih, FactorVAE, ICML 2018, Sec. 3),
+    # on the KL's scale (nats per image / C*H*W). Every character is drawn in the same poses, so any dependence of z on
     # s is the other character that a swap carries. Logged as independence (the estimate, nats per image) and
     # critic_accuracy.
     independence_coef: float = 0.0
@@ -406,7 +407,7 @@ _QUICK_V4: dict[str, dict[str, Any]] = {
 # The quick preset: _QUICK_V4 with a critic of I(z; s) charged to the encoder at weight 20 (train.independence_coef;
 # the study's `bigdec2-kl2-revdec-rev3-rc30-ind20`, twenty-sixth round, three seeds). Its step costs x 1.063, so the
 # same CPU budget buys 7,874 steps, the lr decay at the same 83 % of the run. Against _QUICK_V4: the cross-character
-# gap of the swap shrinks by about 0.9 dB and the swap passes 22 dB (docs/quick-study.md, twenty-sixth round).
+# gap of the swap shrinks from 4.2-4.9 to 3.1-3.4 dB and the swap passes 22 dB (docs/quick-study.md, twenty-sixth round).
 _QUICK: dict[str, dict[str, Any]] = {
         "model": dict(_QUICK_V4["model"]),
         "train": {**_QUICK_V4["train"], "max_steps": 7_874, "lr_decay_steps": 6_550, "independence_coef": 20.0},
