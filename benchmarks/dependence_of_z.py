@@ -47,15 +47,14 @@ def dependence(run: str, data: SpritesDataset, seed: int, epochs: int) -> dict:
     R = enc.z.shape[0]
     perm = torch.randperm(R, generator=torch.Generator().manual_seed(seed))
     tr, te = perm[:round(0.7 * R)], perm[round(0.7 * R):]
-    sigma = torch.exp(0.5 * enc.z_logvar)  # (R, P, d_z)
-    g = torch.Generator().manual_seed(seed + 1)
+    g = torch.Generator().manual_seed(seed + 1)  # the pairs; z draws come from enc.z_sample's own seeds
     torch.manual_seed(seed)
     critic = LatentCritic(enc.z.shape[2], enc.s.shape[2])
     opt = torch.optim.Adam(critic.parameters(), lr=1e-3)
     steps = epochs * 100
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    for _ in range(steps):
-        z_draw = enc.z[tr] + sigma[tr] * torch.randn(enc.z[tr].shape, generator=g)  # fresh z, as the decoder sees
+    for step in range(steps):
+        z_draw = enc.z_sample(seed + 1 + step)[tr]  # (70, P, d_z): a fresh draw each step, as the decoder sees
         z, s, y = _pairs(z_draw, enc.s[tr], 256, g)
         loss = F.binary_cross_entropy_with_logits(critic(z, s), y)
         opt.zero_grad(set_to_none=True)
@@ -64,7 +63,7 @@ def dependence(run: str, data: SpritesDataset, seed: int, epochs: int) -> dict:
         sched.step()
     critic.eval()
     with torch.no_grad():
-        z_te = enc.z[te] + sigma[te] * torch.randn(enc.z[te].shape, generator=g)
+        z_te = enc.z_sample(seed + 1 + steps)[te]  # a draw no training step used
         z, s, y = _pairs(z_te, enc.s[te], 20_000, g)
         logits = critic(z, s)
     n = len(y) // 2

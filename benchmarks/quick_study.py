@@ -174,6 +174,11 @@ VARIANTS: dict[str, list[str]] = {
     # Twenty-sixth round: the preset with a critic of I(z; s) charged to the encoder (train.independence_coef,
     # FactorVAE's density-ratio trick), a signal on cross-character pairs that needs no decoder pass.
     "bigdec2-kl2-revdec-rev3-rc30-ind20": QUICK_V3 + REV3 + ["train.independence_coef=20.0"],
+    # Twenty-seventh round: the critic with a lower KL, so that the nats it frees go to pose (the posterior noise
+    # that keeps pose from sampled z below the z mean's) while the critic keeps the character out of z, which every
+    # lower KL without it let in (seventeenth and twenty-third rounds).
+    "bigdec2-kl1-revdec-rev3-rc30-ind20": QUICK_V3 + REV3 + ["train.independence_coef=20.0", "train.kl_coef=1.0"],
+    "bigdec2-kl0.5-revdec-rev3-rc30-ind20": QUICK_V3 + REV3 + ["train.independence_coef=20.0", "train.kl_coef=0.5"],
 }
 
 

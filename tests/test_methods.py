@@ -14,6 +14,7 @@ from ccvae.config import build_config
 from ccvae.evaluate.probes import ProbeSettings
 from ccvae.evaluate.runner import EvalSettings, evaluate_run
 from ccvae.methods import METHODS, StepContext, build_method
+from ccvae.methods.base import with_fixed_weights
 from ccvae.methods.mlvae import product_of_gaussians
 from ccvae.model import CCVAE
 
@@ -132,6 +133,18 @@ def test_losses_finite_and_decrease_on_a_fixed_batch(name, tiny_npz):
             d_opt.step()
             losses.append(loss.item())
         assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_with_fixed_weights_passes_gradients_to_the_inputs_only():
+    """A judge with fixed weights: same output as the module, a gradient for what feeds it, none for its weights."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    x = torch.randn(8, 4, requires_grad=True)
+    out = with_fixed_weights(net)(x)
+    assert torch.equal(out, net(x))
+    out.square().sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in net.parameters())
 
 
 def test_product_of_gaussians_matches_the_closed_form():

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from ccvae.config import Config
 from ccvae.data.dataset import SpritesDataset
@@ -118,3 +119,10 @@ def done(*values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(values, ran)`` for a step where every term was computed."""
     v = torch.stack([x.detach().float() for x in values])
     return v, torch.ones_like(v)
+
+
+def with_fixed_weights(module: nn.Module) -> Callable[..., Any]:
+    """``module`` as a fixed function of its inputs: its parameters detached (buffers as they are), so that a loss
+    through it trains only what feeds it (a judge, not a learner, in that term)."""
+    fixed = {name: p.detach() for name, p in module.named_parameters()}
+    return lambda *inputs: functional_call(module, fixed, inputs)

@@ -30,12 +30,11 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from ccvae.config import Config
 from ccvae.hardware import autocast
 from ccvae.losses import kl_to_standard_normal, reconstruction_mse, reverse_cycle_l1
-from ccvae.methods.base import Method, StepContext
+from ccvae.methods.base import Method, StepContext, with_fixed_weights
 from ccvae.methods.independence import LatentCritic, critic_loss, dependence_estimate
 from ccvae.model import CCVAE, reparameterize
 
@@ -364,9 +363,7 @@ class CycleVAE(Method):
 
     def _fixed_encoder(self) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
         """The encoder as a fixed judge: its weights detached, so only what feeds it (the decoder) learns from it."""
-        encoder = self.model.encoder
-        fixed = {name: p.detach() for name, p in encoder.named_parameters()}
-        return lambda h: functional_call(encoder, fixed, (h,))
+        return with_fixed_weights(self.model.encoder)
 
     def _z_means(self, encoder: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], x: torch.Tensor) -> torch.Tensor:
         """z means of x (2B, 3, 60, 60): one encoder call (``fast``) or one per half, as the plain form runs it."""

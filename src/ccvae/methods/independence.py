@@ -6,8 +6,9 @@ logit D(z, s) = log q(z, s) / (q(z) q(s)), so its mean logit over joint samples 
 information I(z; s) in nats. Joint samples are a forward-cycle z beside the s it is decoded with, that of the
 other image of its pair (the same character in another pose: s carries some pose too, and a z beside its own
 image's s would be charged for the pose the two share); product samples are the same z beside the s of another
-pair's image (another character). The encoder is charged that estimate, so z stops carrying what s already says: in 2D Sprites every character is drawn in the same
-poses, so a z that depends on s carries the character, which a swap then draws on the wrong one.
+pair's image (another character). The encoder is charged that estimate, so z stops carrying what s already says:
+in 2D Sprites every character is drawn in the same poses, so a z that depends on s carries the character, which a
+swap then draws on the wrong one.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
+
+from ccvae.methods.base import with_fixed_weights
 
 
 class LatentCritic(nn.Module):
@@ -44,8 +46,7 @@ def other_characters(s: torch.Tensor) -> torch.Tensor:
 def dependence_estimate(critic: LatentCritic, z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """The critic's estimate of I(z; s) in nats: its mean logit on the joint rows (z_i, s_i). z (N, d_z) carries
     the encoder's graph; s is detached and the critic's weights are held fixed, so only z learns from it."""
-    fixed = {name: p.detach() for name, p in critic.named_parameters()}
-    return functional_call(critic, fixed, (z, s.detach())).float().mean()
+    return with_fixed_weights(critic)(z, s.detach()).float().mean()
 
 
 def critic_loss(critic: LatentCritic, z: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
